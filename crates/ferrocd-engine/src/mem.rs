@@ -1,0 +1,164 @@
+//! The in-memory reference engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::{BatchOp, Bucket, Engine, Error, ReadView, Result, Scan, WriteBatch};
+
+type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+type Trees = HashMap<&'static str, Arc<Tree>>;
+
+/// A `BTreeMap` per bucket, behind a lock.
+///
+/// Snapshots share the trees (copy on write), so taking one is O(buckets). Nothing is durable:
+/// `sync` does nothing, which is right for the tests and tools that use it.
+#[derive(Debug)]
+pub struct MemEngine {
+    trees: RwLock<Trees>,
+}
+
+/// A point-in-time view of a [`MemEngine`].
+#[derive(Debug, Clone)]
+pub struct MemSnapshot {
+    trees: Trees,
+}
+
+impl MemEngine {
+    /// An empty engine with the given buckets.
+    pub fn new(buckets: &[Bucket]) -> Self {
+        let trees = buckets.iter().map(|b| (b.0, Arc::new(Tree::new()))).collect();
+        Self { trees: RwLock::new(trees) }
+    }
+}
+
+fn tree<'a>(trees: &'a Trees, bucket: Bucket) -> Result<&'a Arc<Tree>> {
+    trees.get(bucket.0).ok_or(Error::UnknownBucket(bucket.0))
+}
+
+fn scan_tree(
+    tree: &Tree,
+    start: &[u8],
+    end: Option<&[u8]>,
+    reverse: bool,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+) -> Result<()> {
+    if end.is_some_and(|end| end <= start) {
+        return Ok(());
+    }
+    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+    let range = tree.range::<[u8], _>((Bound::Included(start), upper));
+    let mut step = |(k, v): (&Vec<u8>, &Vec<u8>)| visit(k, v);
+    if reverse {
+        for kv in range.rev() {
+            if step(kv)? == Scan::Stop {
+                break;
+            }
+        }
+    } else {
+        for kv in range {
+            if step(kv)? == Scan::Stop {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ReadView for MemEngine {
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let trees = self.trees.read();
+        Ok(tree(&trees, bucket)?.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+    ) -> Result<()> {
+        // Scan a shared copy so the visitor runs without the lock held.
+        let t = Arc::clone(tree(&self.trees.read(), bucket)?);
+        scan_tree(&t, start, end, reverse, visit)
+    }
+}
+
+impl ReadView for MemSnapshot {
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(tree(&self.trees, bucket)?.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        bucket: Bucket,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+    ) -> Result<()> {
+        scan_tree(tree(&self.trees, bucket)?, start, end, reverse, visit)
+    }
+}
+
+impl Engine for MemEngine {
+    type Snapshot<'a> = MemSnapshot;
+
+    fn write(&self, batch: WriteBatch, _sync: bool) -> Result<()> {
+        let mut trees = self.trees.write();
+        // Validate first so a bad batch changes nothing.
+        for op in batch.ops() {
+            let (BatchOp::Put { bucket, .. } | BatchOp::Delete { bucket, .. } | BatchOp::DeleteRange { bucket, .. }) = op;
+            tree(&trees, *bucket)?;
+        }
+        for op in batch.into_ops() {
+            match op {
+                BatchOp::Put { bucket, key, value } => {
+                    Arc::make_mut(trees.get_mut(bucket.0).expect("validated")).insert(key, value);
+                }
+                BatchOp::Delete { bucket, key } => {
+                    Arc::make_mut(trees.get_mut(bucket.0).expect("validated")).remove(&key);
+                }
+                BatchOp::DeleteRange { bucket, start, end } => {
+                    if start < end {
+                        let t = Arc::make_mut(trees.get_mut(bucket.0).expect("validated"));
+                        let doomed: Vec<Vec<u8>> = t.range(start..end).map(|(k, _)| k.clone()).collect();
+                        for k in doomed {
+                            t.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn snapshot(&self) -> MemSnapshot {
+        MemSnapshot { trees: self.trees.read().clone() }
+    }
+
+    fn size_bytes(&self) -> u64 {
+        let trees = self.trees.read();
+        let bytes: usize = trees.values().flat_map(|t| t.iter()).map(|(k, v)| k.len() + v.len()).sum();
+        bytes as u64
+    }
+
+    fn compact_bucket(&self, bucket: Bucket) -> Result<()> {
+        tree(&self.trees.read(), bucket).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        crate::testing::run_suite(|buckets| crate::MemEngine::new(buckets));
+    }
+}

@@ -1,0 +1,417 @@
+//! ferrocd's revisioned keyspace: etcd's MVCC semantics over any storage [`Engine`].
+//!
+//! [`KvStore`] keeps every change of every key, addressed by revision, until it is compacted.
+//! It answers etcd's Range, Put, DeleteRange, Txn and Compact with etcd's semantics and exact
+//! errors, returns the events of each write (for watchers), and hashes the keyspace at a
+//! revision (for HashKV).
+//!
+//! Layout in the engine: bucket `key` maps a revision (16 bytes, plus a `t` for a deletion) to
+//! the encoded `mvccpb.KeyValue`; bucket `meta` holds the current and compacted revisions. An
+//! in-memory index maps each key to its revisions (with create revision, version and lease),
+//! so values are never held in memory and keys-only and count-only reads never touch the engine.
+//!
+//! Writes are split from durability and visibility, so a caller can group commit:
+//! [`KvStore::apply`] writes to the engine without fsync, [`KvStore::sync`] makes every applied
+//! write durable, and [`KvStore::publish`] makes them visible to readers. Readers never see a
+//! revision that is not published. The convenience methods ([`KvStore::put`], ...) do all three.
+//!
+//! Absences: no dependency on leases (a [`Leases`] hook answers whether a lease exists), watch,
+//! auth, raft or gRPC.
+
+mod compact;
+mod error;
+mod index;
+mod range;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod validate;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use ferrocd_engine::{Bucket, Engine, ReadView, Scan, WriteBatch};
+use ferrocd_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use ferrocd_proto::mvccpb::{Event, KeyValue};
+use ferrocd_types::Revision;
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+
+pub use compact::CompactionJob;
+pub use error::{Error, Result};
+use index::{Entry, KeyIndex};
+
+/// The bucket of key revisions.
+pub const KEY_BUCKET: Bucket = Bucket("key");
+/// The bucket of the store's own metadata.
+pub const META_BUCKET: Bucket = Bucket("meta");
+
+const META_CURRENT: &[u8] = b"current_rev";
+const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
+const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";
+
+/// Answers whether a lease exists, for Put with a lease.
+pub trait Leases {
+    fn exists(&self, id: i64) -> bool;
+}
+
+/// No lease exists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLeases;
+
+impl Leases for NoLeases {
+    fn exists(&self, _id: i64) -> bool {
+        false
+    }
+}
+
+/// Tunables of the store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// etcd's `--max-txn-ops`: the most compares, or ops per branch, of one Txn.
+    pub max_txn_ops: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { max_txn_ops: 128 }
+    }
+}
+
+/// A request that changes the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteRequest {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+/// The answer to a [`WriteRequest`], of the matching kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+}
+
+/// What applying a write did.
+#[derive(Debug)]
+pub struct Applied {
+    pub response: WriteResponse,
+    /// The store revision after the write (unchanged when nothing changed).
+    pub revision: i64,
+    /// One event per changed key, in change order, all at `revision`.
+    pub events: Vec<Event>,
+    /// For a Compact: the physical removal still to run (see [`CompactionJob::run`]).
+    pub compaction: Option<CompactionJob>,
+}
+
+/// The hash of the keyspace history at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    /// CRC-32C over the stored revisions `<= revision` that compaction kept.
+    pub hash: u32,
+    pub revision: i64,
+    pub compact_revision: i64,
+}
+
+/// Counts for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub keys: usize,
+    pub revisions: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    index: KeyIndex,
+    /// The newest applied revision.
+    current: i64,
+    /// Reads below this fail; -1 before the first compaction, as in etcd.
+    compacted: i64,
+}
+
+/// etcd's MVCC keyspace over an engine. See the crate docs.
+#[derive(Debug)]
+pub struct KvStore<E: Engine> {
+    engine: Arc<E>,
+    state: RwLock<State>,
+    /// The newest revision readers may see.
+    published: AtomicI64,
+    /// Serialises physical compactions.
+    compactor: Mutex<()>,
+    options: Options,
+}
+
+fn encode_i64(v: i64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+fn decode_i64(bytes: &[u8]) -> Result<i64> {
+    bytes.try_into().map(i64::from_be_bytes).map_err(|_| Error::Corrupt("meta value is not 8 bytes".into()))
+}
+
+/// The engine key of a change.
+pub(crate) fn record_key(rev: Revision, tombstone: bool) -> Vec<u8> {
+    let mut key = Vec::with_capacity(Revision::ENCODED_LEN + 1);
+    key.extend_from_slice(&rev.to_bytes());
+    if tombstone {
+        key.push(b't');
+    }
+    key
+}
+
+impl<E: Engine> KvStore<E> {
+    /// The buckets the engine must be opened with.
+    pub const BUCKETS: &'static [Bucket] = &[KEY_BUCKET, META_BUCKET];
+
+    /// Opens the store kept in `engine`, rebuilding the index from it and finishing a
+    /// compaction a crash interrupted.
+    ///
+    /// # Errors
+    /// Engine failures; [`Error::Corrupt`] for undecodable data.
+    pub fn open(engine: Arc<E>, options: Options) -> Result<Self> {
+        let meta = |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
+        let mut index = KeyIndex::default();
+        let mut last = 1;
+        let mut err = None;
+        engine.scan(KEY_BUCKET, &[], None, false, &mut |k, v| {
+            match decode_record(k, v) {
+                Ok((key, entry)) => {
+                    last = last.max(entry.rev.main);
+                    index.push(&key, entry);
+                }
+                Err(e) => {
+                    err = Some(e);
+                    return Ok(Scan::Stop);
+                }
+            }
+            Ok(Scan::Continue)
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let current = meta(META_CURRENT)?.unwrap_or(1).max(last);
+        let scheduled = meta(META_SCHEDULED_COMPACT)?;
+        let finished = meta(META_FINISHED_COMPACT)?;
+        let compacted = scheduled.unwrap_or(-1);
+        let store = Self {
+            engine,
+            state: RwLock::new(State { index, current, compacted }),
+            published: AtomicI64::new(current),
+            compactor: Mutex::new(()),
+            options,
+        };
+        if let Some(at) = scheduled.filter(|s| finished.is_none_or(|f| f < *s)) {
+            tracing::info!(revision = at, "finishing an interrupted compaction");
+            let job = compact::plan(&mut store.state.write().index, at);
+            job.run(&store)?;
+        }
+        Ok(store)
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Arc<E> {
+        &self.engine
+    }
+
+    /// The newest revision readers see.
+    pub fn current_revision(&self) -> i64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// The revision of the last compaction (-1 before any).
+    pub fn compact_revision(&self) -> i64 {
+        self.state.read().compacted
+    }
+
+    /// Keys and revisions held by the index.
+    pub fn stats(&self) -> Stats {
+        let state = self.state.read();
+        Stats { keys: state.index.key_count(), revisions: state.index.revision_count() }
+    }
+
+    /// Serves a Range at the published revision (or the revision it asks for).
+    ///
+    /// # Errors
+    /// etcd's request errors ([`Error::EmptyKey`], [`Error::InvalidSortOption`],
+    /// [`Error::FutureRevision`], [`Error::Compacted`]); engine failures.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        validate::check_range(req)?;
+        let current = self.current_revision();
+        let state = self.state.read();
+        let rev = range::read_revision(req.revision, current, state.compacted)?;
+        let selection = range::select(&state.index, req, rev);
+        // Values are read from a snapshot taken under the lock, so the lock is not held while
+        // they are read and a compaction cannot remove them underneath.
+        let snapshot = self.engine.snapshot();
+        drop(state);
+        range::respond(selection, req, current, &EngineValues(&snapshot))
+    }
+
+    /// Applies a write: the engine gets it without fsync, readers do not see it yet. Call
+    /// [`Self::sync`] to make it durable and [`Self::publish`] to make it visible. `extra` is
+    /// written in the same atomic engine batch (for state kept beside the keyspace).
+    ///
+    /// A request that fails changes nothing.
+    ///
+    /// # Errors
+    /// etcd's request errors; engine failures (after which the store must not be used).
+    pub fn apply(&self, req: WriteRequest, leases: &dyn Leases, extra: WriteBatch) -> Result<Applied> {
+        let mut state = self.state.write();
+        let mut ctx = write::WriteCtx::new(&mut state, &*self.engine, leases, self.options.max_txn_ops);
+        let (response, compaction) = match req {
+            WriteRequest::Put(r) => (WriteResponse::Put(ctx.put_request(r)?), None),
+            WriteRequest::DeleteRange(r) => (WriteResponse::DeleteRange(ctx.delete_request(r)?), None),
+            WriteRequest::Txn(r) => (WriteResponse::Txn(ctx.txn_request(r)?), None),
+            WriteRequest::Compact(r) => {
+                let (resp, job) = ctx.compact_request(r)?;
+                (WriteResponse::Compact(resp), Some(job))
+            }
+        };
+        let (revision, events) = ctx.commit(extra)?;
+        Ok(Applied { response, revision, events, compaction })
+    }
+
+    /// Makes every applied write durable.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.engine.sync()?)
+    }
+
+    /// Makes every applied write visible to readers.
+    pub fn publish(&self) {
+        let current = self.state.read().current;
+        self.published.fetch_max(current, Ordering::AcqRel);
+    }
+
+    fn apply_now(&self, req: WriteRequest) -> Result<Applied> {
+        let applied = self.apply(req, &NoLeases, WriteBatch::new())?;
+        self.sync()?;
+        self.publish();
+        Ok(applied)
+    }
+
+    /// Put, durable and visible on return (no lease exists for this convenience path).
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn put(&self, req: PutRequest) -> Result<(PutResponse, Vec<Event>)> {
+        let applied = self.apply_now(WriteRequest::Put(req))?;
+        match applied.response {
+            WriteResponse::Put(r) => Ok((r, applied.events)),
+            _ => unreachable!("a put answers a put"),
+        }
+    }
+
+    /// DeleteRange, durable and visible on return.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn delete_range(&self, req: DeleteRangeRequest) -> Result<(DeleteRangeResponse, Vec<Event>)> {
+        let applied = self.apply_now(WriteRequest::DeleteRange(req))?;
+        match applied.response {
+            WriteResponse::DeleteRange(r) => Ok((r, applied.events)),
+            _ => unreachable!("a delete answers a delete"),
+        }
+    }
+
+    /// Txn, durable and visible on return.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn txn(&self, req: TxnRequest) -> Result<(TxnResponse, Vec<Event>)> {
+        let applied = self.apply_now(WriteRequest::Txn(req))?;
+        match applied.response {
+            WriteResponse::Txn(r) => Ok((r, applied.events)),
+            _ => unreachable!("a txn answers a txn"),
+        }
+    }
+
+    /// Compact, with the physical removal done before returning.
+    ///
+    /// # Errors
+    /// As [`Self::apply`].
+    pub fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        let applied = self.apply_now(WriteRequest::Compact(req))?;
+        if let Some(job) = applied.compaction {
+            job.run(self)?;
+        }
+        match applied.response {
+            WriteResponse::Compact(r) => Ok(r),
+            _ => unreachable!("a compact answers a compact"),
+        }
+    }
+
+    /// The hash of the history at `revision` (0: the current revision), over what compaction
+    /// kept; equal stores have equal hashes.
+    ///
+    /// # Errors
+    /// [`Error::FutureRevision`], [`Error::Compacted`]; engine failures.
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash> {
+        let current = self.current_revision();
+        let state = self.state.read();
+        let rev = range::read_revision(revision, current, state.compacted)?;
+        let mut hasher = 0u32;
+        let end = Revision::new(rev + 1, 0).to_bytes();
+        let mut err = None;
+        self.engine.scan(KEY_BUCKET, &[], Some(&end), false, &mut |k, v| {
+            match decode_record(k, v) {
+                Ok((key, entry)) if state.index.holds(&key, entry.rev) => {
+                    hasher = crc32c::crc32c_append(hasher, k);
+                    hasher = crc32c::crc32c_append(hasher, v);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    err = Some(e);
+                    return Ok(Scan::Stop);
+                }
+            }
+            Ok(Scan::Continue)
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok(KvHash { hash: hasher, revision: rev, compact_revision: state.compacted })
+    }
+}
+
+/// Decodes one record of the key bucket into its key and index entry.
+fn decode_record(k: &[u8], v: &[u8]) -> Result<(Vec<u8>, Entry)> {
+    let rev = Revision::from_bytes(k).ok_or_else(|| Error::Corrupt("short revision key".into()))?;
+    let tombstone = k.get(Revision::ENCODED_LEN) == Some(&b't');
+    let kv = KeyValue::decode(v).map_err(|e| Error::Corrupt(format!("revision {rev:?}: {e}")))?;
+    let entry = if tombstone {
+        Entry { rev, create: 0, version: 0, lease: 0 }
+    } else {
+        Entry { rev, create: kv.create_revision, version: kv.version, lease: kv.lease }
+    };
+    Ok((kv.key, entry))
+}
+
+/// Values read from an engine view.
+struct EngineValues<'a, V: ReadView>(&'a V);
+
+impl<V: ReadView> range::Values for EngineValues<'_, V> {
+    fn value(&self, key: &[u8], entry: &Entry) -> Result<Vec<u8>> {
+        read_value(self.0, key, entry)
+    }
+}
+
+fn read_value(view: &impl ReadView, key: &[u8], entry: &Entry) -> Result<Vec<u8>> {
+    let bytes = view
+        .get(KEY_BUCKET, &record_key(entry.rev, false))?
+        .ok_or_else(|| Error::Corrupt(format!("revision {:?} of {key:?} is missing", entry.rev)))?;
+    let kv = KeyValue::decode(bytes.as_slice()).map_err(|e| Error::Corrupt(e.to_string()))?;
+    Ok(kv.value)
+}
+
+#[cfg(test)]
+mod tests;

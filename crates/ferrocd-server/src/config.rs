@@ -1,0 +1,296 @@
+//! The server's configuration: etcd's flag names, defaults and environment variables
+//! (`ETCD_<FLAG>`), so a command line that starts a one-member etcd starts ferrocd unchanged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The etcd API version ferrocd implements and reports (Kubernetes checks it is >= 3.5.13).
+pub const ETCD_VERSION: &str = "3.6.0";
+/// The storage format version reported by Status.
+pub const STORAGE_VERSION: &str = "3.6.0";
+/// ferrocd's own version.
+pub const FERROCD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// etcd's default for `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1536 * 1024;
+/// etcd's quota when `--quota-backend-bytes` is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// ferrocd's command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrocd", about = "A drop-in replacement for etcd v3", disable_version_flag = true, args_override_self = true)]
+pub struct Config {
+    /// Human-readable name of this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.ferrocd`).
+    #[arg(long = "data-dir", env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long = "listen-client-urls", env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the cluster (comma-separated).
+    #[arg(long = "advertise-client-urls", env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic (comma-separated).
+    #[arg(long = "listen-peer-urls", env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the cluster (comma-separated).
+    #[arg(
+        long = "initial-advertise-peer-urls",
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (`name=peer-url,...`); default:
+    /// this member alone.
+    #[arg(long = "initial-cluster", env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state: `new` or `existing`.
+    #[arg(long = "initial-cluster-state", env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+    /// Initial cluster token, which makes cluster and member IDs unique per cluster.
+    #[arg(long = "initial-cluster-token", env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long = "max-request-bytes", env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u32,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+    /// Backend size limit in bytes before the space-exceeded error (0: 2 GiB).
+    #[arg(long = "quota-backend-bytes", env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    pub log_level: String,
+    /// Logger: only `zap` (structured JSON), as in etcd 3.5+.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap"])]
+    pub logger: String,
+    /// Where logs go: `default` or `stderr`, `stdout`, or file paths (comma-separated).
+    #[arg(long = "log-outputs", env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
+/// A configuration that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {url:?} in {flag}: {why}")]
+    BadUrl { flag: &'static str, url: String, why: String },
+    #[error("--initial-cluster {0:?} is not of the form name=url[,name=url...]")]
+    BadInitialCluster(String),
+    #[error(
+        "--initial-cluster names {members:?}, but this build runs single-member clusters only: it must name exactly this member ({name:?})"
+    )]
+    NotSingleMember { name: String, members: Vec<String> },
+    #[error("--initial-cluster has {cluster:?} for {name:?} but --initial-advertise-peer-urls is {advertised:?}")]
+    PeerUrlMismatch { name: String, cluster: Vec<String>, advertised: Vec<String> },
+    #[error("--initial-cluster-state=existing joins a running cluster, which this build cannot do yet")]
+    ExistingCluster,
+    #[error("--max-txn-ops must be at least 1")]
+    NoTxnOps,
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Parses `http://host:port` into a socket address (resolving `localhost`).
+pub fn parse_url(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let bad = |why: &str| ConfigError::BadUrl { flag, url: url.to_string(), why: why.to_string() };
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https" | "unix" | "unixs", _)) => return Err(bad("only http:// URLs are supported by this build")),
+        _ => return Err(bad("expected http://host:port")),
+    };
+    let host_port = rest.trim_end_matches('/');
+    if host_port.contains('/') {
+        return Err(bad("a listen URL has no path"));
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = host_port.to_socket_addrs().map_err(|e| bad(&e.to_string()))?.collect();
+    if addrs.is_empty() {
+        return Err(bad("resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+impl Config {
+    /// The data directory: `--data-dir` or `<name>.ferrocd`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.ferrocd", self.name)))
+    }
+
+    pub fn advertise_client_urls(&self) -> Vec<String> {
+        split(&self.advertise_client_urls)
+    }
+
+    pub fn advertise_peer_urls(&self) -> Vec<String> {
+        split(&self.initial_advertise_peer_urls)
+    }
+
+    /// The addresses to serve clients on (every address a listen URL resolves to).
+    ///
+    /// # Errors
+    /// A URL that is not `http://host:port` or does not resolve.
+    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for url in split(&self.listen_client_urls) {
+            for addr in parse_url("--listen-client-urls", &url)? {
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The server's quota in bytes.
+    pub fn quota_bytes(&self) -> u64 {
+        if self.quota_backend_bytes <= 0 { DEFAULT_QUOTA_BYTES } else { self.quota_backend_bytes as u64 }
+    }
+
+    /// `(name, peer URLs)` of each initial member, in flag order.
+    ///
+    /// # Errors
+    /// A malformed `--initial-cluster`.
+    pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+        let spec = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| self.advertise_peer_urls().iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(","));
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for part in split(&spec) {
+            let (name, url) = part.split_once('=').ok_or_else(|| ConfigError::BadInitialCluster(spec.clone()))?;
+            if name.is_empty() || url.is_empty() {
+                return Err(ConfigError::BadInitialCluster(spec.clone()));
+            }
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        Ok(members)
+    }
+
+    /// Checks what this build can serve: a single-member cluster naming this member.
+    ///
+    /// # Errors
+    /// Each unsupported or inconsistent setting, with the flag to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_listen_addrs()?;
+        for url in split(&self.listen_peer_urls) {
+            parse_url("--listen-peer-urls", &url)?;
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::NoTxnOps);
+        }
+        let members = self.initial_members()?;
+        if members.len() != 1 || members[0].0 != self.name {
+            return Err(ConfigError::NotSingleMember {
+                name: self.name.clone(),
+                members: members.into_iter().map(|(n, _)| n).collect(),
+            });
+        }
+        let (mut cluster, mut advertised) = (members[0].1.clone(), self.advertise_peer_urls());
+        cluster.sort();
+        advertised.sort();
+        if cluster != advertised {
+            return Err(ConfigError::PeerUrlMismatch { name: self.name.clone(), cluster, advertised });
+        }
+        if self.initial_cluster_state == "existing" {
+            return Err(ConfigError::ExistingCluster);
+        }
+        Ok(())
+    }
+
+    /// What `--version` prints: etcd's lines (tools parse `etcd Version:`), then ferrocd's.
+    pub fn version_text() -> String {
+        format!(
+            "etcd Version: {ETCD_VERSION}\nGit SHA: ferrocd\nGo Version: not applicable (ferrocd {FERROCD_VERSION}, Rust)\nGo OS/Arch: {}/{}\nferrocd Version: {FERROCD_VERSION}\n",
+            std::env::consts::OS,
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("ferrocd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir(), PathBuf::from("default.ferrocd"));
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.quota_bytes(), 2 << 30);
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
+        assert_eq!(c.initial_members().unwrap(), vec![("default".into(), vec!["http://localhost:2380".into()])]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_one_member_etcd_command_line_is_accepted() {
+        let c = parse(&[
+            "--name", "infra0", "--data-dir=/tmp/x", "--listen-client-urls", "http://127.0.0.1:23790",
+            "--advertise-client-urls", "http://127.0.0.1:23790", "--listen-peer-urls", "http://127.0.0.1:23800",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:23800", "--initial-cluster", "infra0=http://127.0.0.1:23800",
+            "--initial-cluster-state", "new", "--initial-cluster-token", "tok", "--max-request-bytes", "10485760",
+            "--max-txn-ops", "256", "--quota-backend-bytes", "8589934592", "--log-level", "warn", "--logger", "zap",
+            "--log-outputs", "stderr",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(c.client_listen_addrs().unwrap(), vec!["127.0.0.1:23790".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_errors() {
+        assert!(parse(&["--no-such-flag"]).is_err());
+        assert!(parse(&["--initial-cluster-state", "maybe"]).is_err());
+        assert!(parse(&["--logger", "capnslog"]).is_err());
+        assert!(parse(&["--max-txn-ops", "many"]).is_err());
+    }
+
+    #[test]
+    fn the_last_repeated_flag_wins() {
+        assert_eq!(parse(&["--name", "a", "--name", "b"]).unwrap().name, "b");
+    }
+
+    #[test]
+    fn unsupported_clusters_are_refused_clearly() {
+        let c = parse(&["--name", "a", "--initial-cluster", "a=http://localhost:2380,b=http://localhost:2381"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));
+        let c = parse(&["--name", "a", "--initial-cluster", "b=http://localhost:2380"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));
+        let c = parse(&["--name", "a", "--initial-cluster", "a=http://127.0.0.1:9"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::PeerUrlMismatch { .. })));
+        let c = parse(&["--initial-cluster-state", "existing"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::ExistingCluster)));
+        let c = parse(&["--listen-client-urls", "https://127.0.0.1:2379"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::BadUrl { .. })));
+        let c = parse(&["--initial-cluster", "nonsense"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::BadInitialCluster(_))));
+    }
+
+    #[test]
+    fn version_text_has_etcds_first_line() {
+        assert!(Config::version_text().starts_with(&format!("etcd Version: {ETCD_VERSION}\n")));
+    }
+}

@@ -1,0 +1,37 @@
+//! The server's errors and their one mapping to gRPC statuses, with etcd's codes and messages.
+
+use ferrocd_types::ErrorCode;
+use tonic::{Code, Status};
+
+/// Why the server refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Mvcc(#[from] ferrocd_mvcc::Error),
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// The storage failed; the server stops serving writes.
+    #[error("etcdserver: storage failure: {0}")]
+    Storage(String),
+}
+
+fn code(c: ErrorCode) -> Code {
+    Code::from_i32(c as i32)
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let c = match &e {
+            ServerError::Mvcc(m) => code(m.code()),
+            ServerError::RequestTooLarge => Code::InvalidArgument,
+            ServerError::NoSpace => Code::ResourceExhausted,
+            ServerError::Stopped => Code::Unavailable,
+            ServerError::Storage(_) => Code::Internal,
+        };
+        Status::new(c, e.to_string())
+    }
+}

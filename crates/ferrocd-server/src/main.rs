@@ -1,0 +1,51 @@
+//! The `ferrocd` binary: etcd's command line, a single-member server, graceful stop on
+//! SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferrocd_server::{Config, Server, logging};
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    if config.version {
+        print!("{}", Config::version_text());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = logging::init(&config) {
+        eprintln!("ferrocd: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferrocd").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferrocd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "ferrocd stopped");
+            eprintln!("ferrocd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut server = Server::start(&config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = server.wait() => return result,
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
+        _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
+    }
+    server.shutdown().await
+}

@@ -1,0 +1,106 @@
+//! etcd's Maintenance service: Status, HashKV, Defragment and alarm listing are served; the
+//! rest answers `Unimplemented` until it is built.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrocd_engine::Engine;
+use ferrocd_proto::etcdserverpb::maintenance_server::Maintenance;
+use ferrocd_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse, alarm_request::AlarmAction,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::config::{ETCD_VERSION, STORAGE_VERSION};
+use crate::error::ServerError;
+use crate::write_path::WritePath;
+
+/// The Maintenance service.
+#[derive(Debug)]
+pub struct MaintenanceService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
+
+#[tonic::async_trait]
+impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        match AlarmAction::try_from(request.into_inner().action) {
+            // No alarm is ever raised by this build, so the list is truthfully empty.
+            Ok(AlarmAction::Get) => {
+                Ok(Response::new(AlarmResponse { header: self.0.header(self.0.kv.current_revision()), alarms: Vec::new() }))
+            }
+            _ => Err(Status::unimplemented("alarm activation and deactivation are not built yet")),
+        }
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.0;
+        let size = s.kv.engine().size_bytes() as i64;
+        let index = s.writes.applied_index();
+        Ok(Response::new(StatusResponse {
+            header: s.header(s.kv.current_revision()),
+            version: ETCD_VERSION.to_string(),
+            db_size: size,
+            leader: s.member_id,
+            raft_index: index,
+            raft_term: super::SINGLE_MEMBER_TERM,
+            raft_applied_index: index,
+            errors: Vec::new(),
+            db_size_in_use: size,
+            is_learner: false,
+            storage_version: STORAGE_VERSION.to_string(),
+            db_size_quota: s.quota_bytes as i64,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        let kv = Arc::clone(&self.0.kv);
+        // An online compaction of every bucket: reads and writes go on meanwhile.
+        tokio::task::spawn_blocking(move || {
+            for bucket in crate::storage::buckets() {
+                kv.engine().compact_bucket(bucket)?;
+            }
+            Ok::<_, ferrocd_engine::Error>(())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+        Ok(Response::new(DefragmentResponse { header: self.0.header(self.0.kv.current_revision()) }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not built yet; use HashKV"))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let kv = Arc::clone(&self.0.kv);
+        let h = tokio::task::spawn_blocking(move || kv.hash_kv(revision))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ServerError::from)?;
+        Ok(Response::new(HashKvResponse {
+            header: self.0.header(self.0.kv.current_revision()),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+        }))
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not built yet"))
+    }
+
+    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not built yet"))
+    }
+
+    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not built yet"))
+    }
+}

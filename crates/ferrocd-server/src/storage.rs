@@ -1,0 +1,65 @@
+//! Opening the data directory: the engine with every bucket the server uses, and the server's
+//! own records (member and cluster IDs, applied index).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferrocd_engine::{Bucket, Engine, ReadView, WriteBatch};
+use ferrocd_engine_rocks::RocksEngine;
+use ferrocd_mvcc::KvStore;
+
+/// The server's own records.
+pub const SERVER_BUCKET: Bucket = Bucket("server");
+/// The index of the last applied command.
+pub const APPLIED_INDEX: &[u8] = b"applied_index";
+const MEMBER_ID: &[u8] = b"member_id";
+const CLUSTER_ID: &[u8] = b"cluster_id";
+
+/// Every bucket of a member's engine.
+pub fn buckets() -> Vec<Bucket> {
+    let mut all = KvStore::<RocksEngine>::BUCKETS.to_vec();
+    all.push(SERVER_BUCKET);
+    all
+}
+
+/// Opens (creating when new) the engine in `<data_dir>/member/db`.
+///
+/// # Errors
+/// The directory cannot be created or the engine cannot open it.
+pub fn open_engine(data_dir: &Path) -> anyhow::Result<Arc<RocksEngine>> {
+    let dir = data_dir.join("member").join("db");
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+    Ok(Arc::new(RocksEngine::open(&dir, &buckets())?))
+}
+
+fn read_u64(engine: &impl Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
+    match engine.get(SERVER_BUCKET, key)? {
+        None => Ok(None),
+        Some(v) => Ok(Some(u64::from_be_bytes(
+            v.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt server record {:?}", String::from_utf8_lossy(key)))?,
+        ))),
+    }
+}
+
+/// The IDs this data directory was created with, recording `fresh` on first start.
+///
+/// # Errors
+/// Engine failures.
+pub fn identity(engine: &impl Engine, fresh: (u64, u64)) -> anyhow::Result<(u64, u64)> {
+    if let (Some(member), Some(cluster)) = (read_u64(engine, MEMBER_ID)?, read_u64(engine, CLUSTER_ID)?) {
+        return Ok((member, cluster));
+    }
+    let mut batch = WriteBatch::new();
+    batch.put(SERVER_BUCKET, MEMBER_ID, fresh.0.to_be_bytes());
+    batch.put(SERVER_BUCKET, CLUSTER_ID, fresh.1.to_be_bytes());
+    engine.write(batch, true)?;
+    Ok(fresh)
+}
+
+/// The index of the last applied command (0 when new).
+///
+/// # Errors
+/// Engine failures.
+pub fn applied_index(engine: &impl Engine) -> anyhow::Result<u64> {
+    Ok(read_u64(engine, APPLIED_INDEX)?.unwrap_or(0))
+}

@@ -1,0 +1,246 @@
+//! The test harness shared by ferrocd's end-to-end tests.
+//!
+//! - [`Member`]: a `ferrocd` or `etcd` process on free loopback ports with a fresh data dir,
+//!   started and waited for until it serves, stopped (gracefully, or by SIGKILL) by PID;
+//! - [`etcdctl`]: runs the real etcdctl against an endpoint;
+//! - [`wait_for`]: polls a condition with a deadline (tests never sleep a fixed time).
+//!
+//! Every process listens on 127.0.0.1 only and is killed when its handle drops.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `cond` every few milliseconds until it holds or `timeout` passes.
+///
+/// # Panics
+/// When the timeout passes first; the message names `what`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The `ferrocd` binary: `$FERROCD_BIN`, or the one cargo built beside the running test.
+///
+/// # Panics
+/// When it cannot be found.
+pub fn ferrocd_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FERROCD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/ferrocd
+    let bin = exe.parent().and_then(Path::parent).map(|dir| dir.join("ferrocd")).expect("a target directory");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p ferrocd-server` (cargo test --workspace does)", bin.display());
+    bin
+}
+
+/// Which server a [`Member`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ferrocd,
+    /// The reference: Debian's etcd.
+    Etcd,
+}
+
+/// A server process on loopback with its own data dir.
+#[derive(Debug)]
+pub struct Member {
+    kind: Kind,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    extra: Vec<String>,
+}
+
+fn require(tool: &str) -> PathBuf {
+    let path = PathBuf::from("/usr/bin").join(tool);
+    assert!(path.exists(), "{} is missing: run `cargo xtask deps` (it installs Debian's etcd-client and etcd-server)", path.display());
+    path
+}
+
+impl Member {
+    /// Starts a fresh single-member server of `kind` with `extra` flags and waits until it
+    /// serves.
+    pub fn start(kind: Kind, extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("ferrocd-test-").tempdir().expect("a temporary directory");
+        let mut member = Self {
+            kind,
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        member.launch();
+        member
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's log (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `host:port` of the client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://host:port` of the client endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.endpoint())
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The process ID, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The flags a one-member etcd is started with; ferrocd takes the same.
+    pub fn flags(&self) -> Vec<String> {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut flags: Vec<String> = [
+            "--name",
+            "m1",
+            "--data-dir",
+            &self.data_dir().to_string_lossy(),
+            "--listen-client-urls",
+            &self.url(),
+            "--advertise-client-urls",
+            &self.url(),
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("m1={peer}"),
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "test-token",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        flags.extend(self.extra.iter().cloned());
+        flags
+    }
+
+    fn launch(&mut self) {
+        let bin = match self.kind {
+            Kind::Ferrocd => ferrocd_bin(),
+            Kind::Etcd => require("etcd"),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("a log file");
+        let child = Command::new(bin)
+            .args(self.flags())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start the server");
+        self.child = Some(child);
+        let addr: SocketAddr = self.endpoint().parse().expect("an address");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{:?} exited with {status} before serving:\n{}", self.kind, self.log());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{:?} did not serve within 30 s:\n{}", self.kind, self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // etcd accepts connections a moment before it serves; wait until a request succeeds.
+        wait_for("the first request to succeed", Duration::from_secs(30), || {
+            etcdctl(&self.endpoint(), &["get", "probe"], None).status.success()
+        });
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the member is running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().expect("wait for the server")
+    }
+
+    /// Starts the process again on the same ports and data dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the member first");
+        self.launch();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the real etcdctl (v3 API) against `endpoint` with `args`, feeding `stdin`.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(require("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write etcdctl's input");
+    }
+    child.wait_with_output().expect("etcdctl's output")
+}
+
+/// etcdctl's stdout, asserting success.
+///
+/// # Panics
+/// When etcdctl fails.
+pub fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoint, args, None);
+    assert!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}

@@ -1,0 +1,9 @@
+//! End-to-end compatibility tests: the real `ferrocd` binary, driven by the real etcdctl,
+//! the `etcd-client` crate and raw gRPC, and diffed against a real etcd.
+
+mod client;
+mod differential;
+mod durability;
+mod etcdctl;
+mod grpc;
+mod suite;

@@ -1,0 +1,55 @@
+//! The KV semantics suite of `ferrocd-mvcc`, run over gRPC against the ferrocd binary, and
+//! against a real etcd to keep the suite itself honest.
+
+use ferrocd_mvcc::testing::{KvApi, put_req, run_suite};
+use ferrocd_proto::etcdserverpb::PutRequest;
+use ferrocd_test_utils::{Kind, Member};
+use ferrocd_types::ErrorCode;
+
+use crate::grpc::{Grpc, failure};
+
+#[test]
+fn kv_suite_against_ferrocd() {
+    let member = Member::start(Kind::Ferrocd, &[]);
+    run_suite(&mut Grpc::connect(&member.endpoint()));
+}
+
+#[test]
+fn kv_suite_against_etcd() {
+    let member = Member::start(Kind::Etcd, &[]);
+    run_suite(&mut Grpc::connect(&member.endpoint()));
+}
+
+#[test]
+fn request_size_limits() {
+    for kind in [Kind::Ferrocd, Kind::Etcd] {
+        let member = Member::start(kind, &["--max-request-bytes", "1048576"]);
+        let mut grpc = Grpc::connect(&member.endpoint());
+        let big = PutRequest { key: b"big".to_vec(), value: vec![b'x'; 1024 * 1024 + 10], ..Default::default() };
+        let err = grpc.put(big).expect_err("a request over --max-request-bytes fails");
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::InvalidArgument, "etcdserver: request is too large"),
+            "{kind:?}"
+        );
+        let fits = PutRequest { key: b"fits".to_vec(), value: vec![b'x'; 1000 * 1000], ..Default::default() };
+        grpc.put(fits).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+        let huge = PutRequest { key: b"huge".to_vec(), value: vec![b'x'; 2 * 1024 * 1024], ..Default::default() };
+        let err = grpc.put(huge).expect_err("a message over the gRPC limit fails");
+        assert_eq!(err.code, ErrorCode::ResourceExhausted, "{kind:?}: {err:?}");
+        grpc.put(put_req("after", "still serving")).unwrap();
+    }
+}
+
+#[test]
+fn services_not_built_answer_unimplemented() {
+    use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
+    use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, SnapshotRequest};
+    let member = Member::start(Kind::Ferrocd, &[]);
+    let mut grpc = Grpc::connect(&member.endpoint());
+    let mut lease = LeaseClient::new(grpc.channel.clone());
+    let err = grpc.rt.block_on(lease.lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })).expect_err("no lease service yet");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    let err = grpc.rt.block_on(grpc.maintenance.snapshot(SnapshotRequest {})).err().map(failure);
+    assert_eq!(err.map(|f| f.code), Some(ErrorCode::Unimplemented));
+}

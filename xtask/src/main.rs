@@ -1,0 +1,117 @@
+//! `cargo xtask`: the project's automation, written in Rust.
+//!
+//! - `codegen [--check]`: regenerate `crates/ferrocd-proto/src/gen/` from `proto/` (pure Rust, no
+//!   `protoc`); with `--check`, fail when the committed code is stale.
+//! - `deps`: install the system packages the build and the tests need (Debian).
+//! - `test`: `deps`, then every test of the workspace.
+//! - `lint`: rustfmt, clippy with warnings denied, the tidy checks.
+//! - `serve [FLAGS...]`: `deps`, then build and start a single-node `ferrocd` (on
+//!   127.0.0.1:2379 unless flags say otherwise).
+//! - `ci`: what CI runs: `lint`, then `test`.
+
+mod codegen;
+mod tidy;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("help", &[]));
+    let result = match cmd {
+        "codegen" => codegen::run(rest.iter().any(|a| a == "--check")),
+        "deps" => deps(),
+        "test" => deps().and_then(|()| test(rest)),
+        "lint" => lint(),
+        "serve" => deps().and_then(|()| serve(rest)),
+        "ci" => deps().and_then(|()| lint()).and_then(|()| test(rest)),
+        _ => {
+            eprintln!("usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | ci>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn run(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Debian packages: libclang for RocksDB's bindings; protoc for the `etcd-client` crate the tests
+/// use as an outside oracle; etcd's own server and etcdctl for the end-to-end and differential
+/// tests.
+const PACKAGES: &[(&str, &str)] = &[
+    ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("etcd-client", "/usr/bin/etcdctl"),
+    ("etcd-server", "/usr/bin/etcd"),
+];
+
+fn deps() -> Result {
+    let have_clang = std::path::Path::new("/usr/lib/llvm-14/lib/libclang.so").exists()
+        || Command::new("sh").args(["-c", "ldconfig -p | grep -q libclang"]).status().is_ok_and(|s| s.success());
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(pkg, probe)| if *pkg == "libclang-dev" { !have_clang } else { !std::path::Path::new(probe).exists() })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            cmd.arg("apt-get");
+        }
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        run(&mut cmd)
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn test(extra: &[String]) -> Result {
+    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]).args(extra))
+}
+
+fn lint() -> Result {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    codegen::run(true)?;
+    tidy::check()
+}
+
+fn serve(flags: &[String]) -> Result {
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "--package", "ferrocd-server", "--bin", "ferrocd", "--"]);
+    if !flags.iter().any(|f| f.starts_with("--listen-client-urls")) {
+        cmd.args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"]);
+    }
+    run(cmd.args(flags))
+}

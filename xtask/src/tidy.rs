@@ -1,0 +1,142 @@
+//! Tidy checks: file headers, lint inheritance and the layering rules of ARCHITECTURE.md,
+//! checked against `cargo metadata`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::{Result, cargo, workspace_root};
+
+/// `(crate, crates it must never depend on, directly or not)`.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    ("ferrocd-engine", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
+    ("ferrocd-types", &["ferrocd-engine", "rocksdb", "tonic"]),
+    ("ferrocd-mvcc", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-lease", "ferrocd-auth", "ferrocd-watch", "tonic"]),
+    ("ferrocd-proto", &["rocksdb", "ferrocd-engine"]),
+];
+
+/// Crates allowed to depend on `ferrocd-engine-rocks` (the composition roots).
+const MAY_USE_ROCKS: &[&str] = &["ferrocd-server", "ferrocd-test-utils", "ferrocd-tests"];
+
+pub(crate) fn check() -> Result {
+    let mut problems = Vec::new();
+    let root = workspace_root();
+    for dir in ["crates", "xtask", "tests"] {
+        walk(&root.join(dir), &mut |path| {
+            if path.extension().is_some_and(|e| e == "rs") && !path.components().any(|c| c.as_os_str() == "gen") {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                if !text.starts_with("//!") {
+                    problems.push(format!("{}: does not start with a `//!` doc comment", rel(&root, path)));
+                }
+            }
+            if path.file_name().is_some_and(|n| n == "Cargo.toml") {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                if text.contains("[package]") && !text.contains("[lints]\nworkspace = true") && !path.starts_with(root.join("xtask")) {
+                    problems.push(format!("{}: lacks `[lints] workspace = true`", rel(&root, path)));
+                }
+            }
+        });
+    }
+    problems.extend(layering()?);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("tidy:\n  {}", problems.join("\n  ")))
+    }
+}
+
+fn rel(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                walk(&path, f);
+            }
+        } else {
+            f(&path);
+        }
+    }
+}
+
+/// Normal (non-dev, non-build) dependency edges between packages, by name.
+fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
+        .collect();
+    let mut graph = BTreeMap::new();
+    for node in meta["resolve"]["nodes"].as_array().into_iter().flatten() {
+        let Some(name) = node["id"].as_str().and_then(|id| names.get(id)) else { continue };
+        let deps: BTreeSet<String> = node["deps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null()))
+            .filter_map(|d| d["pkg"].as_str().and_then(|id| names.get(id)).map(|n| n.to_string()))
+            .collect();
+        graph.entry(name.to_string()).or_insert_with(BTreeSet::new).extend(deps);
+    }
+    Ok(graph)
+}
+
+fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_string()];
+    while let Some(n) = stack.pop() {
+        for d in graph.get(&n).into_iter().flatten() {
+            if seen.insert(d.clone()) {
+                stack.push(d.clone());
+            }
+        }
+    }
+    seen
+}
+
+fn layering() -> Result<Vec<String>> {
+    let graph = graph()?;
+    let mut problems = Vec::new();
+    for (krate, banned) in FORBIDDEN {
+        if !graph.contains_key(*krate) {
+            continue;
+        }
+        let deps = reachable(&graph, krate);
+        for b in *banned {
+            if deps.contains(*b) {
+                problems.push(format!("{krate} must not depend on {b}"));
+            }
+        }
+    }
+    for (krate, deps) in &graph {
+        if krate != "ferrocd-engine-rocks" && deps.contains("rocksdb") {
+            problems.push(format!("{krate} depends on rocksdb directly; only ferrocd-engine-rocks may"));
+        }
+        if deps.contains("ferrocd-engine-rocks") && !MAY_USE_ROCKS.contains(&krate.as_str()) {
+            problems.push(format!("{krate} depends on ferrocd-engine-rocks; only {MAY_USE_ROCKS:?} may"));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tidy() {
+        if let Err(e) = super::check() {
+            panic!("{e}");
+        }
+    }
+}
