@@ -10,9 +10,13 @@ use crate::{Result, cargo, workspace_root};
 const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-engine", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
     ("ferrocd-types", &["ferrocd-engine", "rocksdb", "tonic"]),
-    ("ferrocd-mvcc", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-lease", "ferrocd-auth", "ferrocd-watch", "tonic"]),
+    ("ferrocd-mvcc", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-lease", "ferrocd-auth", "ferrocd-watch"]),
     ("ferrocd-proto", &["rocksdb", "ferrocd-engine"]),
 ];
+
+/// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no
+/// feature (the `client` / `server` features bring tonic).
+const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc"];
 
 /// Crates allowed to depend on `ferrocd-engine-rocks` (the composition roots).
 const MAY_USE_ROCKS: &[&str] = &["ferrocd-server", "ferrocd-test-utils", "ferrocd-tests"];
@@ -63,7 +67,7 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
 }
 
 /// Normal (non-dev, non-build) dependency edges between packages, by name.
-fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
+fn graph(messages_only_violations: &mut Vec<String>) -> Result<BTreeMap<String, BTreeSet<String>>> {
     let out = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .output()
@@ -72,6 +76,19 @@ fn graph() -> Result<BTreeMap<String, BTreeSet<String>>> {
         return Err(format!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        if !MESSAGES_ONLY.contains(&name) {
+            continue;
+        }
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            let normal = dep["kind"].is_null();
+            let features = dep["features"].as_array().map_or(0, Vec::len);
+            if normal && dep["name"] == "ferrocd-proto" && features > 0 {
+                messages_only_violations.push(format!("{name} enables features of ferrocd-proto (tonic stubs); it may use messages only"));
+            }
+        }
+    }
     let names: BTreeMap<&str, &str> = meta["packages"]
         .as_array()
         .into_iter()
@@ -107,8 +124,8 @@ fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet
 }
 
 fn layering() -> Result<Vec<String>> {
-    let graph = graph()?;
     let mut problems = Vec::new();
+    let graph = graph(&mut problems)?;
     for (krate, banned) in FORBIDDEN {
         if !graph.contains_key(*krate) {
             continue;

@@ -234,7 +234,8 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
             };
             responses.push(ResponseOp { response: Some(response) });
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        // etcd gives a nested txn's answer an empty header; the top level's is filled later.
+        Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded, responses })
     }
 
     /// etcd's compare: every key of the range must satisfy it; with no key, it is made against

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrocd_engine::{Bucket, Engine, ReadView, WriteBatch};
+use ferrocd_engine::{Bucket, Engine, WriteBatch};
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::KvStore;
 

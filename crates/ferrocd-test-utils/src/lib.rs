@@ -235,6 +235,12 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("etcdctl's output")
 }
 
+/// etcdctl's stderr without the client library's own JSON log lines (its retry warnings carry
+/// timestamps and random client IDs), leaving what etcdctl itself printed.
+pub fn etcdctl_stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with("{\"level\"")).map(|l| format!("{l}\n")).collect()
+}
+
 /// etcdctl's stdout, asserting success.
 ///
 /// # Panics

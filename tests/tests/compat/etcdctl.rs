@@ -1,11 +1,11 @@
 //! The real etcdctl against ferrocd: exact outputs of the everyday commands.
 
-use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_ok, ferrocd_bin};
+use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, ferrocd_bin};
 
 fn stderr_of(endpoint: &str, args: &[&str]) -> String {
     let out = etcdctl(endpoint, args, None);
     assert!(!out.status.success(), "etcdctl {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    etcdctl_stderr(&out)
 }
 
 #[test]
@@ -23,8 +23,8 @@ fn put_get_del_with_flags() {
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--limit", "1"]), "dir/a\n1\n");
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/b", "--from-key", "--print-value-only"]), "2\n3\nbaz\n");
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--order", "DESCEND", "--print-value-only"]), "3\n2\n1\n");
-    let json: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--count-only", "-w", "json"])).unwrap();
-    assert_eq!(json["count"], 3);
+    let json: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--limit", "1", "-w", "json"])).unwrap();
+    assert_eq!((json["count"].as_i64(), json["more"].as_bool()), (Some(3), Some(true)));
     assert_eq!(json["header"]["revision"], 6);
     assert_eq!(etcdctl_ok(&ep, &["get", "foo", "--rev", "2", "--print-value-only"]), "bar\n");
     assert_eq!(etcdctl_ok(&ep, &["del", "dir/a"]), "1\n");
@@ -44,9 +44,9 @@ fn error_texts() {
     assert_eq!(stderr_of(&ep, &["get", "k", "--rev", "99"]), "Error: etcdserver: mvcc: required revision is a future revision\n");
     let too_many: String = (0..129).map(|i| format!("put k{i} v\n")).collect();
     let out = etcdctl(&ep, &["txn"], Some(&format!("\n{too_many}\n\n")));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: etcdserver: too many operations in txn request\n");
+    assert_eq!(etcdctl_stderr(&out), "Error: etcdserver: too many operations in txn request\n");
     let out = etcdctl(&ep, &["txn"], Some("\nput d 1\nput d 2\n\n\n"));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: etcdserver: duplicate key given in txn request\n");
+    assert_eq!(etcdctl_stderr(&out), "Error: etcdserver: duplicate key given in txn request\n");
 }
 
 #[test]
@@ -85,7 +85,10 @@ fn compaction_and_maintenance() {
     assert_eq!(s["leader"], s["header"]["member_id"]);
     assert!(s["dbSize"].as_i64().unwrap() > 0);
     assert_eq!(s["raftIndex"], 7, "five puts and two compactions");
-    assert!(etcdctl_ok(&ep, &["endpoint", "health"]).contains("is healthy"));
+    let health = etcdctl(&ep, &["endpoint", "health"], None);
+    assert!(health.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&health.stdout), String::from_utf8_lossy(&health.stderr));
+    assert!(text.contains("is healthy"), "{text}");
     let hash: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["endpoint", "hashkv", "-w", "json"])).unwrap();
     assert_eq!(hash[0]["HashKV"]["compact_revision"], 6);
     assert!(etcdctl_ok(&ep, &["defrag"]).contains("Finished defragmenting etcd member"));
