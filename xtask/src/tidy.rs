@@ -34,18 +34,17 @@ pub(crate) fn check() -> Result {
             }
             if path.file_name().is_some_and(|n| n == "Cargo.toml") {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
-                if text.contains("[package]") && !text.contains("[lints]\nworkspace = true") && !path.starts_with(root.join("xtask")) {
+                if text.contains("[package]")
+                    && !text.contains("[lints]\nworkspace = true")
+                    && !path.starts_with(root.join("xtask"))
+                {
                     problems.push(format!("{}: lacks `[lints] workspace = true`", rel(&root, path)));
                 }
             }
         });
     }
     problems.extend(layering()?);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("tidy:\n  {}", problems.join("\n  ")))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("tidy:\n  {}", problems.join("\n  "))) }
 }
 
 fn rel(root: &Path, path: &Path) -> String {
@@ -85,7 +84,8 @@ fn graph(messages_only_violations: &mut Vec<String>) -> Result<BTreeMap<String, 
             let normal = dep["kind"].is_null();
             let features = dep["features"].as_array().map_or(0, Vec::len);
             if normal && dep["name"] == "ferrocd-proto" && features > 0 {
-                messages_only_violations.push(format!("{name} enables features of ferrocd-proto (tonic stubs); it may use messages only"));
+                messages_only_violations
+                    .push(format!("{name} enables features of ferrocd-proto (tonic stubs); it may use messages only"));
             }
         }
     }

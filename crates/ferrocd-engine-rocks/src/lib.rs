@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ferrocd_engine::{BatchOp, Bucket, Engine, Error, ReadView, Result, Scan, WriteBatch};
+use ferrocd_engine::{BatchOp, Bucket, Engine, Error, ReadView, Result, Scan, Visitor, WriteBatch};
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIteratorWithThreadMode, Options,
-    ReadOptions, SnapshotWithThreadMode, WriteOptions,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIteratorWithThreadMode, Options, ReadOptions,
+    SnapshotWithThreadMode, WriteOptions,
 };
 
 /// A RocksDB database opened with a fixed set of buckets.
@@ -67,11 +67,7 @@ impl RocksEngine {
     }
 }
 
-fn scan_with(
-    mut iter: DBRawIteratorWithThreadMode<'_, DB>,
-    reverse: bool,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
-) -> Result<()> {
+fn scan_with(mut iter: DBRawIteratorWithThreadMode<'_, DB>, reverse: bool, visit: &mut Visitor<'_>) -> Result<()> {
     if reverse {
         iter.seek_to_last();
     } else {
@@ -110,7 +106,7 @@ impl ReadView for RocksEngine {
         start: &[u8],
         end: Option<&[u8]>,
         reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()> {
         let cf = self.cf(bucket)?;
         if end.is_some_and(|end| end <= start) {
@@ -143,7 +139,7 @@ impl ReadView for RocksSnapshot<'_> {
         start: &[u8],
         end: Option<&[u8]>,
         reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()> {
         let cf = self.engine.cf(bucket)?;
         if end.is_some_and(|end| end <= start) {

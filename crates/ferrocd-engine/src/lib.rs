@@ -40,6 +40,9 @@ pub enum Scan {
     Stop,
 }
 
+/// A scan's visitor: gets each key and value, says whether to go on.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Scan> + 'a;
+
 /// Read access shared by an engine and its snapshots.
 pub trait ReadView {
     /// The value stored under `key` in `bucket`, if any.
@@ -60,7 +63,7 @@ pub trait ReadView {
         start: &[u8],
         end: Option<&[u8]>,
         reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()>;
 }
 

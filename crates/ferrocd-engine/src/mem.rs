@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::{BatchOp, Bucket, Engine, Error, ReadView, Result, Scan, WriteBatch};
+use crate::{BatchOp, Bucket, Engine, Error, ReadView, Result, Scan, Visitor, WriteBatch};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 type Trees = HashMap<&'static str, Arc<Tree>>;
@@ -34,17 +34,11 @@ impl MemEngine {
     }
 }
 
-fn tree<'a>(trees: &'a Trees, bucket: Bucket) -> Result<&'a Arc<Tree>> {
+fn tree(trees: &Trees, bucket: Bucket) -> Result<&Arc<Tree>> {
     trees.get(bucket.0).ok_or(Error::UnknownBucket(bucket.0))
 }
 
-fn scan_tree(
-    tree: &Tree,
-    start: &[u8],
-    end: Option<&[u8]>,
-    reverse: bool,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
-) -> Result<()> {
+fn scan_tree(tree: &Tree, start: &[u8], end: Option<&[u8]>, reverse: bool, visit: &mut Visitor<'_>) -> Result<()> {
     if end.is_some_and(|end| end <= start) {
         return Ok(());
     }
@@ -79,7 +73,7 @@ impl ReadView for MemEngine {
         start: &[u8],
         end: Option<&[u8]>,
         reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()> {
         // Scan a shared copy so the visitor runs without the lock held.
         let t = Arc::clone(tree(&self.trees.read(), bucket)?);
@@ -98,7 +92,7 @@ impl ReadView for MemSnapshot {
         start: &[u8],
         end: Option<&[u8]>,
         reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan>,
+        visit: &mut Visitor<'_>,
     ) -> Result<()> {
         scan_tree(tree(&self.trees, bucket)?, start, end, reverse, visit)
     }
@@ -111,7 +105,8 @@ impl Engine for MemEngine {
         let mut trees = self.trees.write();
         // Validate first so a bad batch changes nothing.
         for op in batch.ops() {
-            let (BatchOp::Put { bucket, .. } | BatchOp::Delete { bucket, .. } | BatchOp::DeleteRange { bucket, .. }) = op;
+            let (BatchOp::Put { bucket, .. } | BatchOp::Delete { bucket, .. } | BatchOp::DeleteRange { bucket, .. }) =
+                op;
             tree(&trees, *bucket)?;
         }
         for op in batch.into_ops() {
@@ -159,6 +154,6 @@ impl Engine for MemEngine {
 mod tests {
     #[test]
     fn conformance() {
-        crate::testing::run_suite(|buckets| crate::MemEngine::new(buckets));
+        crate::testing::run_suite(crate::MemEngine::new);
     }
 }

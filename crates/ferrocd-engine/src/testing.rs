@@ -29,7 +29,13 @@ pub fn run_suite<E: Engine>(mut open: impl FnMut(&[Bucket]) -> E) {
     matches_model(&mut open);
 }
 
-fn collect(view: &impl ReadView, bucket: Bucket, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn collect(
+    view: &impl ReadView,
+    bucket: Bucket,
+    start: &[u8],
+    end: Option<&[u8]>,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     view.scan(bucket, start, end, reverse, &mut |k, v| {
         out.push((k.to_vec(), v.to_vec()));
@@ -76,7 +82,10 @@ fn scan_bounds_and_order(engine: &impl Engine) {
         put(engine, A, k, k);
     }
     let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(keys(collect(engine, A, b"", None, false)), vec![b"a".to_vec(), b"b".to_vec(), b"b\0".to_vec(), b"c".to_vec(), b"\xff".to_vec(), b"\xff\xff".to_vec()]);
+    assert_eq!(
+        keys(collect(engine, A, b"", None, false)),
+        vec![b"a".to_vec(), b"b".to_vec(), b"b\0".to_vec(), b"c".to_vec(), b"\xff".to_vec(), b"\xff\xff".to_vec()]
+    );
     assert_eq!(keys(collect(engine, A, b"b", Some(b"c"), false)), vec![b"b".to_vec(), b"b\0".to_vec()]);
     assert_eq!(keys(collect(engine, A, b"b", Some(b"c"), true)), vec![b"b\0".to_vec(), b"b".to_vec()]);
     assert_eq!(keys(collect(engine, A, b"c", None, true)), vec![b"\xff\xff".to_vec(), b"\xff".to_vec(), b"c".to_vec()]);
@@ -200,7 +209,9 @@ fn matches_model<E: Engine>(open: &mut impl FnMut(&[Bucket]) -> E) {
             for (i, bucket) in BUCKETS.iter().enumerate() {
                 let mut want: Vec<(Vec<u8>, Vec<u8>)> = model[i]
                     .iter()
-                    .filter(|(k, _)| k.as_slice() >= start.as_slice() && end.as_ref().is_none_or(|e| k.as_slice() < e.as_slice()))
+                    .filter(|(k, _)| {
+                        k.as_slice() >= start.as_slice() && end.as_ref().is_none_or(|e| k.as_slice() < e.as_slice())
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if reverse {

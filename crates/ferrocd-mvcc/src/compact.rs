@@ -57,7 +57,11 @@ impl CompactionJob {
             }
             store.engine.write(batch, false)?;
         }
-        let finished = store.engine.get(META_BUCKET, META_FINISHED_COMPACT)?.and_then(|v| v.try_into().ok()).map(i64::from_be_bytes);
+        let finished = store
+            .engine
+            .get(META_BUCKET, META_FINISHED_COMPACT)?
+            .and_then(|v| v.try_into().ok())
+            .map(i64::from_be_bytes);
         if finished.is_none_or(|f| f < self.at) {
             let mut batch = WriteBatch::new();
             batch.put(META_BUCKET, META_FINISHED_COMPACT, encode_i64(self.at));

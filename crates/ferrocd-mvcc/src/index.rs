@@ -53,7 +53,13 @@ impl KeyIndex {
 
     /// Visits the keys of `range` alive at `rev`, in key order (reverse order with `reverse`),
     /// until `visit` returns false.
-    pub(crate) fn visit_live(&self, range: &KeyRange, rev: i64, reverse: bool, mut visit: impl FnMut(Live<'_>) -> bool) {
+    pub(crate) fn visit_live(
+        &self,
+        range: &KeyRange,
+        rev: i64,
+        reverse: bool,
+        mut visit: impl FnMut(Live<'_>) -> bool,
+    ) {
         let mut step = |(k, entries): (&Vec<u8>, &Vec<Entry>)| match latest_at(entries, rev) {
             Some(entry) if !entry.is_tombstone() => visit(Live { key: k, entry }),
             _ => true,

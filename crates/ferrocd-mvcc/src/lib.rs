@@ -176,7 +176,8 @@ impl<E: Engine> KvStore<E> {
     /// # Errors
     /// Engine failures; [`Error::Corrupt`] for undecodable data.
     pub fn open(engine: Arc<E>, options: Options) -> Result<Self> {
-        let meta = |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
+        let meta =
+            |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
         let mut index = KeyIndex::default();
         let mut last = 1;
         let mut err = None;

@@ -2,7 +2,10 @@
 
 use std::cmp::Ordering;
 
-use ferrocd_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader, range_request::{SortOrder, SortTarget}};
+use ferrocd_proto::etcdserverpb::{
+    RangeRequest, RangeResponse, ResponseHeader,
+    range_request::{SortOrder, SortTarget},
+};
 use ferrocd_proto::mvccpb::KeyValue;
 use ferrocd_types::KeyRange;
 
@@ -97,11 +100,7 @@ pub(crate) fn respond(
     let mut kvs: Vec<KeyValue>;
     if target == SortTarget::Value && order != SortOrder::None {
         // Sorting by value needs every value first.
-        kvs = sel
-            .found
-            .iter()
-            .map(|(k, e)| values.value(k, e).map(|v| key_value(k, e, v)))
-            .collect::<Result<_>>()?;
+        kvs = sel.found.iter().map(|(k, e)| values.value(k, e).map(|v| key_value(k, e, v))).collect::<Result<_>>()?;
         sort_by(&mut kvs, order, |a, b| a.value.cmp(&b.value));
         let more = req.limit > 0 && kvs.len() > req.limit as usize;
         if more {

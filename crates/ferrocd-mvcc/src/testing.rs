@@ -124,8 +124,19 @@ pub fn op_del(key: &str, end: &str) -> RequestOp {
     RequestOp { request: Some(request_op::Request::RequestDeleteRange(del_req(key, end))) }
 }
 
-pub fn cmp(key: &str, target: compare::CompareTarget, result: compare::CompareResult, union: compare::TargetUnion) -> Compare {
-    Compare { key: key.into(), target: target as i32, result: result as i32, target_union: Some(union), range_end: Vec::new() }
+pub fn cmp(
+    key: &str,
+    target: compare::CompareTarget,
+    result: compare::CompareResult,
+    union: compare::TargetUnion,
+) -> Compare {
+    Compare {
+        key: key.into(),
+        target: target as i32,
+        result: result as i32,
+        target_union: Some(union),
+        range_end: Vec::new(),
+    }
 }
 
 fn rev(h: &Option<ferrocd_proto::etcdserverpb::ResponseHeader>) -> i64 {
@@ -164,7 +175,14 @@ pub fn put_and_get(api: &mut dyn KvApi) {
     assert_eq!(got.count, 1);
     assert_eq!(
         got.kvs,
-        vec![KeyValue { key: b"pg/k".to_vec(), create_revision: r1, mod_revision: r1, version: 1, value: b"v1".to_vec(), lease: 0 }]
+        vec![KeyValue {
+            key: b"pg/k".to_vec(),
+            create_revision: r1,
+            mod_revision: r1,
+            version: 1,
+            value: b"v1".to_vec(),
+            lease: 0
+        }]
     );
     let mut again = put_req("pg/k", "v2");
     again.prev_kv = true;
@@ -193,7 +211,12 @@ pub fn empty_keys_are_rejected(api: &mut dyn KvApi) {
     let txn = TxnRequest { success: vec![op_put("", "v")], ..Default::default() };
     expect_failure(api.txn(txn), ErrorCode::InvalidArgument, msg);
     let txn = TxnRequest {
-        compare: vec![cmp("", compare::CompareTarget::Version, compare::CompareResult::Equal, compare::TargetUnion::Version(0))],
+        compare: vec![cmp(
+            "",
+            compare::CompareTarget::Version,
+            compare::CompareResult::Equal,
+            compare::TargetUnion::Version(0),
+        )],
         ..Default::default()
     };
     expect_failure(api.txn(txn), ErrorCode::InvalidArgument, msg);
@@ -216,7 +239,10 @@ pub fn range_options(api: &mut dyn KvApi, reference: Reference) {
     assert!(!api.range(limited).unwrap().more, "limit equal to the matches: no more");
 
     let from_key = api.range(range_req("ro/d", "\0")).unwrap();
-    assert!(keys(&from_key.kvs).starts_with(&["ro/d".into(), "ro/e".into(), "ro0".into()]), "\\0 means every key from key on");
+    assert!(
+        keys(&from_key.kvs).starts_with(&["ro/d".into(), "ro/e".into(), "ro0".into()]),
+        "\\0 means every key from key on"
+    );
     let all = api.range(range_req("\0", "\0")).unwrap();
     assert!(all.count >= 6);
 
@@ -381,7 +407,9 @@ pub fn missing_lease(api: &mut dyn KvApi) {
 pub fn txn_compares(api: &mut dyn KvApi) {
     use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
     let r = rev(&api.put(put_req("tc/k", "m")).unwrap().header);
-    let check = |api: &mut dyn KvApi, c: Compare| api.txn(TxnRequest { compare: vec![c], ..Default::default() }).unwrap().succeeded;
+    let check = |api: &mut dyn KvApi, c: Compare| {
+        api.txn(TxnRequest { compare: vec![c], ..Default::default() }).unwrap().succeeded
+    };
     assert!(check(api, cmp("tc/k", T::Value, R::Equal, U::Value(b"m".to_vec()))));
     assert!(check(api, cmp("tc/k", T::Value, R::Greater, U::Value(b"a".to_vec()))));
     assert!(check(api, cmp("tc/k", T::Value, R::Less, U::Value(b"z".to_vec()))));
@@ -420,7 +448,9 @@ pub fn txn_branches_and_revisions(api: &mut dyn KvApi) {
     assert!(resp.succeeded);
     assert_eq!(rev(&resp.header), before + 1, "one revision for the whole txn");
     assert_eq!(resp.responses.len(), 3);
-    let Some(response_op::Response::ResponseRange(read)) = &resp.responses[2].response else { panic!("a range answer") };
+    let Some(response_op::Response::ResponseRange(read)) = &resp.responses[2].response else {
+        panic!("a range answer")
+    };
     assert_eq!(read.kvs[0].value, b"1", "a read in a txn sees the txn's earlier writes");
     let ks = api.range(range_req("tb/", "tb0")).unwrap().kvs;
     assert_eq!(ks.iter().map(|kv| kv.mod_revision).collect::<Vec<_>>(), [before + 1, before + 1]);
@@ -428,7 +458,9 @@ pub fn txn_branches_and_revisions(api: &mut dyn KvApi) {
     let resp = api.txn(txn).unwrap();
     assert!(!resp.succeeded);
     assert_eq!(rev(&resp.header), before + 1, "a read-only branch does not bump");
-    let Some(response_op::Response::ResponseRange(read)) = &resp.responses[0].response else { panic!("a range answer") };
+    let Some(response_op::Response::ResponseRange(read)) = &resp.responses[0].response else {
+        panic!("a range answer")
+    };
     assert_eq!(read.kvs[0].value, b"1");
 
     let mixed = TxnRequest {
@@ -437,13 +469,16 @@ pub fn txn_branches_and_revisions(api: &mut dyn KvApi) {
     };
     let resp = api.txn(mixed).unwrap();
     assert_eq!(rev(&resp.header), before + 2);
-    let Some(response_op::Response::ResponseDeleteRange(d)) = &resp.responses[0].response else { panic!("a delete answer") };
+    let Some(response_op::Response::ResponseDeleteRange(d)) = &resp.responses[0].response else {
+        panic!("a delete answer")
+    };
     assert_eq!(d.deleted, 1);
 }
 
 pub fn txn_errors_change_nothing(api: &mut dyn KvApi) {
     let before = current(api);
-    let too_many = TxnRequest { success: (0..129).map(|i| op_put(&format!("te/{i}"), "v")).collect(), ..Default::default() };
+    let too_many =
+        TxnRequest { success: (0..129).map(|i| op_put(&format!("te/{i}"), "v")).collect(), ..Default::default() };
     expect_failure(api.txn(too_many), ErrorCode::InvalidArgument, "etcdserver: too many operations in txn request");
     let dup = "etcdserver: duplicate key given in txn request";
     let twice = TxnRequest { success: vec![op_put("te/a", "1"), op_put("te/a", "2")], ..Default::default() };
@@ -453,7 +488,12 @@ pub fn txn_errors_change_nothing(api: &mut dyn KvApi) {
     let nested_dup = TxnRequest {
         success: vec![
             op_put("te/a", "1"),
-            RequestOp { request: Some(request_op::Request::RequestTxn(TxnRequest { success: vec![op_put("te/a", "2")], ..Default::default() })) },
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(TxnRequest {
+                    success: vec![op_put("te/a", "2")],
+                    ..Default::default()
+                })),
+            },
         ],
         ..Default::default()
     };
@@ -473,7 +513,11 @@ pub fn txn_errors_change_nothing(api: &mut dyn KvApi) {
         success: vec![op_put("te/ok", "v"), RequestOp { request: Some(request_op::Request::RequestRange(future)) }],
         ..Default::default()
     };
-    expect_failure(api.txn(future_read), ErrorCode::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
+    expect_failure(
+        api.txn(future_read),
+        ErrorCode::OutOfRange,
+        "etcdserver: mvcc: required revision is a future revision",
+    );
     assert_eq!(current(api), before, "failed txns change nothing");
     assert_eq!(api.range(range_req("te/", "te0")).unwrap().count, 0);
     // Overlapping deletes are fine, and so is the same key in both branches of a nested txn.
@@ -511,7 +555,9 @@ pub fn nested_txn(api: &mut dyn KvApi) {
     assert_eq!(rev(&resp.header), before + 1, "nested txns share one revision");
     let Some(response_op::Response::ResponseTxn(inner)) = &resp.responses[1].response else { panic!("a txn answer") };
     assert!(inner.succeeded);
-    let Some(response_op::Response::ResponseRange(read)) = &inner.responses[1].response else { panic!("a range answer") };
+    let Some(response_op::Response::ResponseRange(read)) = &inner.responses[1].response else {
+        panic!("a range answer")
+    };
     assert_eq!(read.kvs[0].value, b"1", "the nested txn sees the outer txn's earlier write");
     assert_eq!(api.range(get_req("nt/inner")).unwrap().kvs[0].value, b"yes");
 }
@@ -543,7 +589,9 @@ pub fn compaction(api: &mut dyn KvApi) {
     expect_failure(api.compact(CompactionRequest { revision: r4, physical: false }), ErrorCode::OutOfRange, compacted);
     expect_failure(api.compact(CompactionRequest { revision: r2, physical: false }), ErrorCode::OutOfRange, compacted);
     let txn = TxnRequest {
-        success: vec![RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { revision: r1, ..get_req("cp/k") })) }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest { revision: r1, ..get_req("cp/k") })),
+        }],
         ..Default::default()
     };
     expect_failure(api.txn(txn), ErrorCode::OutOfRange, compacted);

@@ -135,7 +135,11 @@ fn hash_is_stable_and_sensitive() {
     }
     assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
     b.put(testing::put_req("y", "3")).unwrap();
-    assert_eq!(a.hash_kv(3).unwrap().hash, b.hash_kv(3).unwrap().hash, "the hash at a past revision ignores later writes");
+    assert_eq!(
+        a.hash_kv(3).unwrap().hash,
+        b.hash_kv(3).unwrap().hash,
+        "the hash at a past revision ignores later writes"
+    );
     a.put(testing::put_req("y", "4")).unwrap();
     assert_ne!(a.hash_kv(0).unwrap().hash, b.hash_kv(0).unwrap().hash);
     assert!(matches!(a.hash_kv(99), Err(Error::FutureRevision)));
@@ -179,7 +183,17 @@ impl Model {
         }
         for (k, v) in puts {
             let (create, version) = next.get(k).map_or((rev, 1), |p| (p.create_revision, p.version + 1));
-            next.insert(k.clone(), KeyValue { key: k.clone(), create_revision: create, mod_revision: rev, version, value: v.clone(), lease: 0 });
+            next.insert(
+                k.clone(),
+                KeyValue {
+                    key: k.clone(),
+                    create_revision: create,
+                    mod_revision: rev,
+                    version,
+                    value: v.clone(),
+                    lease: 0,
+                },
+            );
             changed = true;
         }
         if changed {
@@ -193,13 +207,28 @@ enum Op {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>, Vec<u8>),
     /// If `version(key) == version` then put every pair else delete `key`.
-    Txn { key: Vec<u8>, version: i64, puts: Vec<(Vec<u8>, Vec<u8>)> },
+    Txn {
+        key: Vec<u8>,
+        version: i64,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     Compact(i64),
-    Read { key: Vec<u8>, end: Vec<u8>, revision: i64 },
+    Read {
+        key: Vec<u8>,
+        end: Vec<u8>,
+        revision: i64,
+    },
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
-    prop::sample::select(vec![b"a".to_vec(), b"b".to_vec(), b"b\0".to_vec(), b"c".to_vec(), b"d/1".to_vec(), b"d/2".to_vec()])
+    prop::sample::select(vec![
+        b"a".to_vec(),
+        b"b".to_vec(),
+        b"b\0".to_vec(),
+        b"c".to_vec(),
+        b"d/1".to_vec(),
+        b"d/2".to_vec(),
+    ])
 }
 
 fn end() -> impl Strategy<Value = Vec<u8>> {
@@ -217,7 +246,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn check_read(s: &KvStore<MemEngine>, model: &Model, key: &[u8], end: &[u8], revision: i64) -> Result<(), TestCaseError> {
+fn check_read(
+    s: &KvStore<MemEngine>,
+    model: &Model,
+    key: &[u8],
+    end: &[u8],
+    revision: i64,
+) -> Result<(), TestCaseError> {
     let req = RangeRequest { key: key.to_vec(), range_end: end.to_vec(), revision, ..Default::default() };
     let got = s.range(&req);
     if revision > model.current() {
@@ -230,7 +265,8 @@ fn check_read(s: &KvStore<MemEngine>, model: &Model, key: &[u8], end: &[u8], rev
         return Ok(());
     }
     let range = KeyRange::from_request(key, end);
-    let want: Vec<KeyValue> = model.history[at as usize].values().filter(|kv| range.contains(&kv.key)).cloned().collect();
+    let want: Vec<KeyValue> =
+        model.history[at as usize].values().filter(|kv| range.contains(&kv.key)).cloned().collect();
     let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(got.count, want.len() as i64);
     prop_assert_eq!(got.kvs, want);
@@ -306,10 +342,8 @@ proptest! {
 #[test]
 fn txn_put_then_read_uses_pending_values() {
     let s = store();
-    let req = TxnRequest {
-        success: vec![op_put("a", "1"), op_del("zz", ""), testing::op_get("a")],
-        ..Default::default()
-    };
+    let req =
+        TxnRequest { success: vec![op_put("a", "1"), op_del("zz", ""), testing::op_get("a")], ..Default::default() };
     let (resp, events) = s.txn(req).unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(resp.responses.len(), 3);

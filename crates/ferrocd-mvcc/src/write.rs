@@ -18,7 +18,10 @@ use prost::Message;
 use crate::compact::{self, CompactionJob};
 use crate::index::Entry;
 use crate::range::{self, Values};
-use crate::{Error, Leases, META_BUCKET, META_CURRENT, META_SCHEDULED_COMPACT, KEY_BUCKET, Result, State, encode_i64, read_value, record_key, validate};
+use crate::{
+    Error, KEY_BUCKET, Leases, META_BUCKET, META_CURRENT, META_SCHEDULED_COMPACT, Result, State, encode_i64,
+    read_value, record_key, validate,
+};
 
 pub(crate) struct WriteCtx<'a, E: Engine> {
     state: &'a mut State,
@@ -42,7 +45,17 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 impl<'a, E: Engine> WriteCtx<'a, E> {
     pub(crate) fn new(state: &'a mut State, engine: &'a E, leases: &'a dyn Leases, max_ops: usize) -> Self {
         let main = state.current + 1;
-        Self { state, engine, leases, max_ops, main, sub: 0, batch: WriteBatch::new(), pending: HashMap::new(), events: Vec::new() }
+        Self {
+            state,
+            engine,
+            leases,
+            max_ops,
+            main,
+            sub: 0,
+            batch: WriteBatch::new(),
+            pending: HashMap::new(),
+            events: Vec::new(),
+        }
     }
 
     /// The revision this request's reads see: the new one once it changed something.
@@ -224,7 +237,9 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
         let mut responses = Vec::new();
         for op in if succeeded { &req.success } else { &req.failure } {
             let response = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(self.range_in_txn(r)?),
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.range_in_txn(r)?)
+                }
                 Some(request_op::Request::RequestPut(r)) => response_op::Response::ResponsePut(self.put(r)?),
                 Some(request_op::Request::RequestDeleteRange(r)) => {
                     response_op::Response::ResponseDeleteRange(self.delete(r)?)
@@ -272,19 +287,34 @@ fn compare_kv(c: &Compare, target: Option<compare::CompareTarget>, kv: &KeyValue
     use compare::{CompareResult, CompareTarget, TargetUnion};
     let int = |want: Option<i64>, have: i64| have.cmp(&want.unwrap_or(0));
     let ordering = match target {
-        Some(CompareTarget::Version) => {
-            int(match c.target_union { Some(TargetUnion::Version(v)) => Some(v), _ => None }, kv.version)
-        }
+        Some(CompareTarget::Version) => int(
+            match c.target_union {
+                Some(TargetUnion::Version(v)) => Some(v),
+                _ => None,
+            },
+            kv.version,
+        ),
         Some(CompareTarget::Create) => int(
-            match c.target_union { Some(TargetUnion::CreateRevision(v)) => Some(v), _ => None },
+            match c.target_union {
+                Some(TargetUnion::CreateRevision(v)) => Some(v),
+                _ => None,
+            },
             kv.create_revision,
         ),
-        Some(CompareTarget::Mod) => {
-            int(match c.target_union { Some(TargetUnion::ModRevision(v)) => Some(v), _ => None }, kv.mod_revision)
-        }
-        Some(CompareTarget::Lease) => {
-            int(match c.target_union { Some(TargetUnion::Lease(v)) => Some(v), _ => None }, kv.lease)
-        }
+        Some(CompareTarget::Mod) => int(
+            match c.target_union {
+                Some(TargetUnion::ModRevision(v)) => Some(v),
+                _ => None,
+            },
+            kv.mod_revision,
+        ),
+        Some(CompareTarget::Lease) => int(
+            match c.target_union {
+                Some(TargetUnion::Lease(v)) => Some(v),
+                _ => None,
+            },
+            kv.lease,
+        ),
         Some(CompareTarget::Value) => {
             let want: &[u8] = match &c.target_union {
                 Some(TargetUnion::Value(v)) => v,

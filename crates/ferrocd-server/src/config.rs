@@ -20,7 +20,12 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// ferrocd's command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ferrocd", about = "A drop-in replacement for etcd v3", disable_version_flag = true, args_override_self = true)]
+#[command(
+    name = "ferrocd",
+    about = "A drop-in replacement for etcd v3",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Config {
     /// Human-readable name of this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -160,10 +165,9 @@ impl Config {
     /// # Errors
     /// A malformed `--initial-cluster`.
     pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
-        let spec = self
-            .initial_cluster
-            .clone()
-            .unwrap_or_else(|| self.advertise_peer_urls().iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(","));
+        let spec = self.initial_cluster.clone().unwrap_or_else(|| {
+            self.advertise_peer_urls().iter().map(|u| format!("{}={u}", self.name)).collect::<Vec<_>>().join(",")
+        });
         let mut members: Vec<(String, Vec<String>)> = Vec::new();
         for part in split(&spec) {
             let (name, url) = part.split_once('=').ok_or_else(|| ConfigError::BadInitialCluster(spec.clone()))?;
@@ -247,12 +251,35 @@ mod tests {
     #[test]
     fn a_one_member_etcd_command_line_is_accepted() {
         let c = parse(&[
-            "--name", "infra0", "--data-dir=/tmp/x", "--listen-client-urls", "http://127.0.0.1:23790",
-            "--advertise-client-urls", "http://127.0.0.1:23790", "--listen-peer-urls", "http://127.0.0.1:23800",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:23800", "--initial-cluster", "infra0=http://127.0.0.1:23800",
-            "--initial-cluster-state", "new", "--initial-cluster-token", "tok", "--max-request-bytes", "10485760",
-            "--max-txn-ops", "256", "--quota-backend-bytes", "8589934592", "--log-level", "warn", "--logger", "zap",
-            "--log-outputs", "stderr",
+            "--name",
+            "infra0",
+            "--data-dir=/tmp/x",
+            "--listen-client-urls",
+            "http://127.0.0.1:23790",
+            "--advertise-client-urls",
+            "http://127.0.0.1:23790",
+            "--listen-peer-urls",
+            "http://127.0.0.1:23800",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:23800",
+            "--initial-cluster",
+            "infra0=http://127.0.0.1:23800",
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "tok",
+            "--max-request-bytes",
+            "10485760",
+            "--max-txn-ops",
+            "256",
+            "--quota-backend-bytes",
+            "8589934592",
+            "--log-level",
+            "warn",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
         ])
         .unwrap();
         c.validate().unwrap();
@@ -275,7 +302,8 @@ mod tests {
 
     #[test]
     fn unsupported_clusters_are_refused_clearly() {
-        let c = parse(&["--name", "a", "--initial-cluster", "a=http://localhost:2380,b=http://localhost:2381"]).unwrap();
+        let c =
+            parse(&["--name", "a", "--initial-cluster", "a=http://localhost:2380,b=http://localhost:2381"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));
         let c = parse(&["--name", "a", "--initial-cluster", "b=http://localhost:2380"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));

@@ -78,7 +78,8 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         for addr in config.client_listen_addrs()? {
-            let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            let listener =
+                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             client_addrs.push(listener.local_addr()?);
             let incoming = TcpListenerStream::new(listener).map(|conn| {
                 if let Ok(stream) = &conn {

@@ -36,7 +36,9 @@ fn read_u64(engine: &impl Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
     match engine.get(SERVER_BUCKET, key)? {
         None => Ok(None),
         Some(v) => Ok(Some(u64::from_be_bytes(
-            v.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt server record {:?}", String::from_utf8_lossy(key)))?,
+            v.as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("corrupt server record {:?}", String::from_utf8_lossy(key)))?,
         ))),
     }
 }

@@ -44,7 +44,11 @@ pub fn ferrocd_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/<test> → target/<profile>/ferrocd
     let bin = exe.parent().and_then(Path::parent).map(|dir| dir.join("ferrocd")).expect("a target directory");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p ferrocd-server` (cargo test --workspace does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p ferrocd-server` (cargo test --workspace does)",
+        bin.display()
+    );
     bin
 }
 
@@ -69,7 +73,11 @@ pub struct Member {
 
 fn require(tool: &str) -> PathBuf {
     let path = PathBuf::from("/usr/bin").join(tool);
-    assert!(path.exists(), "{} is missing: run `cargo xtask deps` (it installs Debian's etcd-client and etcd-server)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask deps` (it installs Debian's etcd-client and etcd-server)",
+        path.display()
+    );
     path
 }
 
@@ -180,7 +188,12 @@ impl Member {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "{:?} did not serve within 30 s:\n{}", self.kind, self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{:?} did not serve within 30 s:\n{}",
+                self.kind,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         // etcd accepts connections a moment before it serves; wait until a request succeeds.
@@ -238,7 +251,11 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
 /// etcdctl's stderr without the client library's own JSON log lines (its retry warnings carry
 /// timestamps and random client IDs), leaving what etcdctl itself printed.
 pub fn etcdctl_stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with("{\"level\"")).map(|l| format!("{l}\n")).collect()
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("{\"level\""))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// etcdctl's stdout, asserting success.

@@ -1,6 +1,8 @@
 //! The `etcd-client` crate, an independent Rust client of etcd, against ferrocd.
 
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use ferrocd_test_utils::{Kind, Member};
 
 fn status_message(e: Error) -> (tonic::Code, String) {
@@ -28,7 +30,10 @@ fn etcd_client_crate_works_unchanged() {
         assert_eq!(got.kvs()[0].version(), 2);
 
         let sorted = client
-            .get("app/", Some(GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::Descend).with_limit(1)))
+            .get(
+                "app/",
+                Some(GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::Descend).with_limit(1)),
+            )
             .await
             .unwrap();
         assert_eq!((sorted.kvs()[0].key(), sorted.more(), sorted.count()), (&b"app/a"[..], true, 2));
@@ -46,7 +51,10 @@ fn etcd_client_crate_works_unchanged() {
 
         client.compact(5, None).await.unwrap();
         let err = client.get("app/a", Some(GetOptions::new().with_revision(3))).await.unwrap_err();
-        assert_eq!(status_message(err), (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into()));
+        assert_eq!(
+            status_message(err),
+            (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
+        );
         let err = client.put("", "v", None).await.unwrap_err();
         assert_eq!(status_message(err), (tonic::Code::InvalidArgument, "etcdserver: key is not provided".into()));
 

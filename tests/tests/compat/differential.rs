@@ -84,7 +84,11 @@ const SCRIPT: &[Step] = &[
 fn normalise(out: &str) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(out.trim()) else {
         // etcdctl's health line carries the endpoint and timing.
-        return out.lines().map(|l| if l.contains("is healthy") { "<health>".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+        return out
+            .lines()
+            .map(|l| if l.contains("is healthy") { "<health>".to_string() } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n");
     };
     fn walk(v: &mut serde_json::Value) {
         match v {
@@ -158,7 +162,10 @@ fn grpc_transcript(member: &Member) -> Vec<String> {
     let mut record = |what: &str, result: String| log.push(format!("{what}: {}", normalise_debug(&result)));
     record("put", format!("{:?}", api.put(put_req("k1", "v1"))));
     record("put", format!("{:?}", api.put(put_req("k2", "v2"))));
-    record("put prev", format!("{:?}", api.put(ferrocd_proto::etcdserverpb::PutRequest { prev_kv: true, ..put_req("k1", "v1b") })));
+    record(
+        "put prev",
+        format!("{:?}", api.put(ferrocd_proto::etcdserverpb::PutRequest { prev_kv: true, ..put_req("k1", "v1b") })),
+    );
     record("get", format!("{:?}", api.range(get_req("k1"))));
     let sorted = ferrocd_proto::etcdserverpb::RangeRequest {
         sort_target: range_request::SortTarget::Mod as i32,
@@ -187,12 +194,24 @@ fn grpc_transcript(member: &Member) -> Vec<String> {
     record("txn nested", format!("{:?}", api.txn(txn)));
     let readonly = TxnRequest { success: vec![op_get("k1"), op_del("none", "")], ..Default::default() };
     record("txn read-only", format!("{:?}", api.txn(readonly)));
-    record("txn empty op", format!("{:?}", api.txn(TxnRequest { success: vec![RequestOp { request: None }], ..Default::default() })));
-    record("delete prev", format!("{:?}", api.delete_range(ferrocd_proto::etcdserverpb::DeleteRangeRequest { prev_kv: true, ..del_req("k", "l") })));
+    record(
+        "txn empty op",
+        format!("{:?}", api.txn(TxnRequest { success: vec![RequestOp { request: None }], ..Default::default() })),
+    );
+    record(
+        "delete prev",
+        format!(
+            "{:?}",
+            api.delete_range(ferrocd_proto::etcdserverpb::DeleteRangeRequest { prev_kv: true, ..del_req("k", "l") })
+        ),
+    );
     record("compact 0", format!("{:?}", api.compact(CompactionRequest { revision: 0, physical: false })));
     record("compact 0 again", format!("{:?}", api.compact(CompactionRequest { revision: 0, physical: false })));
     record("compact 3", format!("{:?}", api.compact(CompactionRequest { revision: 3, physical: true })));
-    record("get at 2", format!("{:?}", api.range(ferrocd_proto::etcdserverpb::RangeRequest { revision: 2, ..get_req("k1") })));
+    record(
+        "get at 2",
+        format!("{:?}", api.range(ferrocd_proto::etcdserverpb::RangeRequest { revision: 2, ..get_req("k1") })),
+    );
     log
 }
 

@@ -13,7 +13,8 @@ fn acknowledged_writes_survive_sigkill() {
     {
         let mut grpc = Grpc::connect(&member.endpoint());
         for i in 0..300 {
-            last = grpc.put(put_req(&format!("durable/{i:04}"), &format!("value {i}"))).unwrap().header.unwrap().revision;
+            last =
+                grpc.put(put_req(&format!("durable/{i:04}"), &format!("value {i}"))).unwrap().header.unwrap().revision;
         }
     }
     member.kill();

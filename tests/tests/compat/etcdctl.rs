@@ -23,7 +23,8 @@ fn put_get_del_with_flags() {
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--limit", "1"]), "dir/a\n1\n");
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/b", "--from-key", "--print-value-only"]), "2\n3\nbaz\n");
     assert_eq!(etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--order", "DESCEND", "--print-value-only"]), "3\n2\n1\n");
-    let json: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--limit", "1", "-w", "json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&etcdctl_ok(&ep, &["get", "dir/", "--prefix", "--limit", "1", "-w", "json"])).unwrap();
     assert_eq!((json["count"].as_i64(), json["more"].as_bool()), (Some(3), Some(true)));
     assert_eq!(json["header"]["revision"], 6);
     assert_eq!(etcdctl_ok(&ep, &["get", "foo", "--rev", "2", "--print-value-only"]), "bar\n");
@@ -41,7 +42,10 @@ fn error_texts() {
     etcdctl_ok(&ep, &["put", "k", "v"]);
     assert_eq!(stderr_of(&ep, &["put", "missing", "--ignore-value"]), "Error: etcdserver: key not found\n");
     assert_eq!(stderr_of(&ep, &["put", "k", "v", "--lease", "1234"]), "Error: etcdserver: requested lease not found\n");
-    assert_eq!(stderr_of(&ep, &["get", "k", "--rev", "99"]), "Error: etcdserver: mvcc: required revision is a future revision\n");
+    assert_eq!(
+        stderr_of(&ep, &["get", "k", "--rev", "99"]),
+        "Error: etcdserver: mvcc: required revision is a future revision\n"
+    );
     let too_many: String = (0..129).map(|i| format!("put k{i} v\n")).collect();
     let out = etcdctl(&ep, &["txn"], Some(&format!("\n{too_many}\n\n")));
     assert_eq!(etcdctl_stderr(&out), "Error: etcdserver: too many operations in txn request\n");
@@ -54,7 +58,11 @@ fn interactive_txn() {
     let member = Member::start(Kind::Ferrocd, &[]);
     let ep = member.endpoint();
     etcdctl_ok(&ep, &["put", "user", "alice"]);
-    let out = etcdctl(&ep, &["txn", "-i"], Some("value(\"user\") = \"alice\"\n\nput user bob\nget user\n\nput user never\n\n"));
+    let out = etcdctl(
+        &ep,
+        &["txn", "-i"],
+        Some("value(\"user\") = \"alice\"\n\nput user bob\nget user\n\nput user never\n\n"),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -79,7 +87,8 @@ fn compaction_and_maintenance() {
     );
     assert_eq!(etcdctl_ok(&ep, &["get", "c", "--rev", "4", "--print-value-only"]), "2\n");
     assert_eq!(etcdctl_ok(&ep, &["compaction", "--physical", "6"]), "compacted revision 6\n");
-    let status: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["endpoint", "status", "-w", "json"])).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&etcdctl_ok(&ep, &["endpoint", "status", "-w", "json"])).unwrap();
     let s = &status[0]["Status"];
     assert_eq!(s["version"], "3.6.0");
     assert_eq!(s["leader"], s["header"]["member_id"]);
@@ -89,7 +98,8 @@ fn compaction_and_maintenance() {
     assert!(health.status.success());
     let text = format!("{}{}", String::from_utf8_lossy(&health.stdout), String::from_utf8_lossy(&health.stderr));
     assert!(text.contains("is healthy"), "{text}");
-    let hash: serde_json::Value = serde_json::from_str(&etcdctl_ok(&ep, &["endpoint", "hashkv", "-w", "json"])).unwrap();
+    let hash: serde_json::Value =
+        serde_json::from_str(&etcdctl_ok(&ep, &["endpoint", "hashkv", "-w", "json"])).unwrap();
     assert_eq!(hash[0]["HashKV"]["compact_revision"], 6);
     assert!(etcdctl_ok(&ep, &["defrag"]).contains("Finished defragmenting etcd member"));
 }

@@ -22,10 +22,10 @@ pub struct Grpc {
 impl Grpc {
     pub fn connect(endpoint: &str) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        let channel = rt
-            .block_on(Channel::from_shared(format!("http://{endpoint}")).expect("a URI").connect())
-            .expect("connect");
-        let kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
+        let channel =
+            rt.block_on(Channel::from_shared(format!("http://{endpoint}")).expect("a URI").connect()).expect("connect");
+        let kv =
+            KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX);
         let maintenance = MaintenanceClient::new(channel.clone());
         Self { rt, kv, maintenance, channel }
     }

@@ -51,7 +51,8 @@ fn services_not_built_answer_unimplemented() {
     let member = Member::start(Kind::Ferrocd, &[]);
     let mut grpc = Grpc::connect(&member.endpoint());
     let mut lease = LeaseClient::new(grpc.channel.clone());
-    let err = grpc.rt.block_on(lease.lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })).expect_err("no lease service yet");
+    let err =
+        grpc.rt.block_on(lease.lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })).expect_err("no lease service yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     let err = grpc.rt.block_on(grpc.maintenance.snapshot(SnapshotRequest {})).err().map(failure);
     assert_eq!(err.map(|f| f.code), Some(ErrorCode::Unimplemented));

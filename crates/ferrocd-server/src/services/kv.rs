@@ -58,7 +58,10 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
         Ok(Response::new(resp))
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         validate::check_delete(&req).map_err(ServerError::from)?;
         self.0.check_size(&req)?;

@@ -28,9 +28,10 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         match AlarmAction::try_from(request.into_inner().action) {
             // No alarm is ever raised by this build, so the list is truthfully empty.
-            Ok(AlarmAction::Get) => {
-                Ok(Response::new(AlarmResponse { header: self.0.header(self.0.kv.current_revision()), alarms: Vec::new() }))
-            }
+            Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
+                header: self.0.header(self.0.kv.current_revision()),
+                alarms: Vec::new(),
+            })),
             _ => Err(Status::unimplemented("alarm activation and deactivation are not built yet")),
         }
     }

@@ -56,6 +56,10 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// etcd's backend quota: a write that adds data fails once the store is past its quota.
     pub fn check_quota(&self, req: &impl Message) -> Result<(), ServerError> {
         let size = self.kv.engine().size_bytes();
-        if size.saturating_add(req.encoded_len() as u64) > self.quota_bytes { Err(ServerError::NoSpace) } else { Ok(()) }
+        if size.saturating_add(req.encoded_len() as u64) > self.quota_bytes {
+            Err(ServerError::NoSpace)
+        } else {
+            Ok(())
+        }
     }
 }
