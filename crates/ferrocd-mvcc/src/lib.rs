@@ -180,23 +180,10 @@ impl<E: Engine> KvStore<E> {
             |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
         let mut index = KeyIndex::default();
         let mut last = 1;
-        let mut err = None;
-        engine.scan(KEY_BUCKET, &[], None, false, &mut |k, v| {
-            match decode_record(k, v) {
-                Ok((key, entry)) => {
-                    last = last.max(entry.rev.main);
-                    index.push(&key, entry);
-                }
-                Err(e) => {
-                    err = Some(e);
-                    return Ok(Scan::Stop);
-                }
-            }
-            Ok(Scan::Continue)
+        for_each_record(&*engine, None, |_, _, key, entry| {
+            last = last.max(entry.rev.main);
+            index.push(&key, entry);
         })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
         let current = meta(META_CURRENT)?.unwrap_or(1).max(last);
         let scheduled = meta(META_SCHEDULED_COMPACT)?;
         let finished = meta(META_FINISHED_COMPACT)?;
@@ -208,8 +195,12 @@ impl<E: Engine> KvStore<E> {
             compactor: Mutex::new(()),
             options,
         };
-        if let Some(at) = scheduled.filter(|s| finished.is_none_or(|f| f < *s)) {
-            tracing::info!(revision = at, "finishing an interrupted compaction");
+        // Always re-plan the last scheduled compaction: it is idempotent, and it also removes
+        // what an earlier job left behind if jobs finished out of order before a crash.
+        if let Some(at) = scheduled {
+            if finished.is_none_or(|f| f < at) {
+                tracing::info!(revision = at, "finishing an interrupted compaction");
+            }
             let job = compact::plan(&mut store.state.write().index, at);
             job.run(&store)?;
         }
@@ -362,26 +353,35 @@ impl<E: Engine> KvStore<E> {
         let rev = range::read_revision(revision, current, state.compacted)?;
         let mut hasher = 0u32;
         let end = Revision::new(rev + 1, 0).to_bytes();
-        let mut err = None;
-        self.engine.scan(KEY_BUCKET, &[], Some(&end), false, &mut |k, v| {
-            match decode_record(k, v) {
-                Ok((key, entry)) if state.index.holds(&key, entry.rev) => {
-                    hasher = crc32c::crc32c_append(hasher, k);
-                    hasher = crc32c::crc32c_append(hasher, v);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    err = Some(e);
-                    return Ok(Scan::Stop);
-                }
+        for_each_record(&*self.engine, Some(&end), |k, v, key, entry| {
+            if state.index.holds(&key, entry.rev) {
+                hasher = crc32c::crc32c_append(hasher, k);
+                hasher = crc32c::crc32c_append(hasher, v);
             }
-            Ok(Scan::Continue)
         })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
         Ok(KvHash { hash: hasher, revision: rev, compact_revision: state.compacted })
     }
+}
+
+/// Visits the records of the key bucket below `end` in revision order, decoded; stops at the
+/// first record that does not decode.
+fn for_each_record(
+    view: &impl ReadView,
+    end: Option<&[u8]>,
+    mut f: impl FnMut(&[u8], &[u8], Vec<u8>, Entry),
+) -> Result<()> {
+    let mut err = None;
+    view.scan(KEY_BUCKET, &[], end, false, &mut |k, v| match decode_record(k, v) {
+        Ok((key, entry)) => {
+            f(k, v, key, entry);
+            Ok(Scan::Continue)
+        }
+        Err(e) => {
+            err = Some(e);
+            Ok(Scan::Stop)
+        }
+    })?;
+    err.map_or(Ok(()), Err)
 }
 
 /// Decodes one record of the key bucket into its key and index entry.

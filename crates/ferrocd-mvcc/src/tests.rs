@@ -348,3 +348,38 @@ fn txn_put_then_read_uses_pending_values() {
     assert_eq!(events.len(), 1);
     assert_eq!(resp.responses.len(), 3);
 }
+
+#[test]
+fn unknown_compare_enums_behave_as_etcd() {
+    let s = store();
+    s.put(testing::put_req("k", "v")).unwrap();
+    let odd_target =
+        ferrocd_proto::etcdserverpb::Compare { key: b"k".to_vec(), target: 7, result: 0, ..Default::default() };
+    let odd_result =
+        ferrocd_proto::etcdserverpb::Compare { key: b"k".to_vec(), target: 0, result: 9, ..Default::default() };
+    for c in [odd_target, odd_result] {
+        let (resp, _) = s.txn(TxnRequest { compare: vec![c], ..Default::default() }).unwrap();
+        assert!(resp.succeeded, "etcd holds an unknown target as equal and an unknown result as true");
+    }
+}
+
+#[test]
+fn out_of_order_compaction_jobs_are_cleaned_up_on_open() {
+    let s = store();
+    for i in 0..6 {
+        s.put(testing::put_req("k", &i.to_string())).unwrap();
+    }
+    let first = s
+        .apply(WriteRequest::Compact(CompactionRequest { revision: 4, physical: false }), &NoLeases, WriteBatch::new())
+        .unwrap();
+    let second = s
+        .apply(WriteRequest::Compact(CompactionRequest { revision: 5, physical: false }), &NoLeases, WriteBatch::new())
+        .unwrap();
+    second.compaction.unwrap().run(&s).unwrap();
+    drop(first); // the earlier job never ran: a crash
+    // Puts made revisions 2..=7; the second job removed 4 only, leaving 2 and 3 behind.
+    assert_eq!(stored_revisions(s.engine()), 5);
+    let again = reopen(&s);
+    assert_eq!(stored_revisions(again.engine()), 3, "only 5, 6 and 7 are left");
+    assert_eq!(again.stats().revisions, 3);
+}

@@ -322,14 +322,16 @@ fn compare_kv(c: &Compare, target: Option<compare::CompareTarget>, kv: &KeyValue
             };
             kv.value.as_slice().cmp(want)
         }
-        None => return false,
+        // etcd compares an unknown target as equal.
+        None => std::cmp::Ordering::Equal,
     };
     match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => ordering.is_eq(),
         Ok(CompareResult::NotEqual) => ordering.is_ne(),
         Ok(CompareResult::Greater) => ordering.is_gt(),
         Ok(CompareResult::Less) => ordering.is_lt(),
-        Err(_) => false,
+        // etcd holds an unknown result as true.
+        Err(_) => true,
     }
 }
 

@@ -92,7 +92,7 @@ fn apply_loop<E: Engine>(kv: Arc<KvStore<E>>, mut rx: mpsc::UnboundedReceiver<Pr
             extra.put(SERVER_BUCKET, APPLIED_INDEX, index.to_be_bytes());
             let physical = matches!(&p.cmd, WriteRequest::Compact(c) if c.physical);
             let result = kv.apply(p.cmd, &NoLeases, extra);
-            if let Err(ferrocd_mvcc::Error::Engine(e)) = &result {
+            if let Err(e @ (ferrocd_mvcc::Error::Engine(_) | ferrocd_mvcc::Error::Corrupt(_))) = &result {
                 // The store is no longer consistent with the engine: stop serving writes.
                 tracing::error!(error = %e, "storage failure while applying; the write path stops");
                 let _ = p.reply.send(Err(ServerError::Storage(e.to_string())));
