@@ -85,8 +85,13 @@ fn apply_loop<E: Engine>(kv: Arc<KvStore<E>>, mut rx: mpsc::UnboundedReceiver<Pr
             }
         }
         let mut index = applied.load(Ordering::Acquire);
-        let mut results = Vec::with_capacity(batch.len());
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
         for p in batch.drain(..) {
+            // A compaction must not overtake unpublished writes: readers would meet its
+            // compacted revision while the revisions below it are not yet visible to them.
+            if matches!(p.cmd, WriteRequest::Compact(_)) && !flush(&kv, &applied, index, &mut done) {
+                return;
+            }
             index += 1;
             let mut extra = WriteBatch::new();
             extra.put(SERVER_BUCKET, APPLIED_INDEX, index.to_be_bytes());
@@ -98,35 +103,51 @@ fn apply_loop<E: Engine>(kv: Arc<KvStore<E>>, mut rx: mpsc::UnboundedReceiver<Pr
                 let _ = p.reply.send(Err(ServerError::Storage(e.to_string())));
                 return;
             }
-            results.push((p.reply, physical, result));
+            done.push((p.reply, physical, result));
         }
-        if let Err(e) = kv.sync() {
-            tracing::error!(error = %e, "fsync failed; the write path stops");
-            for (reply, _, _) in results {
-                let _ = reply.send(Err(ServerError::Storage(e.to_string())));
-            }
+        if !flush(&kv, &applied, index, &mut done) {
             return;
         }
-        kv.publish();
-        applied.store(index, Ordering::Release);
-        for (reply, physical, result) in results {
-            match result {
-                Ok(mut applied) => match applied.compaction.take() {
-                    Some(job) if physical => spawn_compaction(Arc::clone(&kv), job, Some((reply, applied))),
-                    Some(job) => {
-                        let _ = reply.send(Ok(applied));
-                        spawn_compaction(Arc::clone(&kv), job, None);
-                    }
-                    None => {
-                        let _ = reply.send(Ok(applied));
-                    }
-                },
-                Err(e) => {
-                    let _ = reply.send(Err(ServerError::Mvcc(e)));
+    }
+}
+
+/// An applied command waiting for its answer: the reply, whether it waits for a physical
+/// compaction, the result.
+type Done = (oneshot::Sender<Result<Applied, ServerError>>, bool, Result<Applied, ferrocd_mvcc::Error>);
+
+/// Makes every applied command durable (one fsync) and visible, then answers them. Returns
+/// false when the storage failed and the write path must stop.
+fn flush<E: Engine>(kv: &Arc<KvStore<E>>, applied: &AtomicU64, index: u64, done: &mut Vec<Done>) -> bool {
+    if done.is_empty() {
+        return true;
+    }
+    if let Err(e) = kv.sync() {
+        tracing::error!(error = %e, "fsync failed; the write path stops");
+        for (reply, _, _) in done.drain(..) {
+            let _ = reply.send(Err(ServerError::Storage(e.to_string())));
+        }
+        return false;
+    }
+    kv.publish();
+    applied.store(index, Ordering::Release);
+    for (reply, physical, result) in done.drain(..) {
+        match result {
+            Ok(mut applied) => match applied.compaction.take() {
+                Some(job) if physical => spawn_compaction(Arc::clone(kv), job, Some((reply, applied))),
+                Some(job) => {
+                    let _ = reply.send(Ok(applied));
+                    spawn_compaction(Arc::clone(kv), job, None);
                 }
+                None => {
+                    let _ = reply.send(Ok(applied));
+                }
+            },
+            Err(e) => {
+                let _ = reply.send(Err(ServerError::Mvcc(e)));
             }
         }
     }
+    true
 }
 
 /// Runs a compaction's physical removal off the apply thread; answers `waiting` when done.
