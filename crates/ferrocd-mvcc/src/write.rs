@@ -285,36 +285,26 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
 
 fn compare_kv(c: &Compare, target: Option<compare::CompareTarget>, kv: &KeyValue) -> bool {
     use compare::{CompareResult, CompareTarget, TargetUnion};
-    let int = |want: Option<i64>, have: i64| have.cmp(&want.unwrap_or(0));
     let ordering = match target {
-        Some(CompareTarget::Version) => int(
-            match c.target_union {
-                Some(TargetUnion::Version(v)) => Some(v),
-                _ => None,
-            },
-            kv.version,
-        ),
-        Some(CompareTarget::Create) => int(
-            match c.target_union {
-                Some(TargetUnion::CreateRevision(v)) => Some(v),
-                _ => None,
-            },
-            kv.create_revision,
-        ),
-        Some(CompareTarget::Mod) => int(
-            match c.target_union {
-                Some(TargetUnion::ModRevision(v)) => Some(v),
-                _ => None,
-            },
-            kv.mod_revision,
-        ),
-        Some(CompareTarget::Lease) => int(
-            match c.target_union {
-                Some(TargetUnion::Lease(v)) => Some(v),
-                _ => None,
-            },
-            kv.lease,
-        ),
+        // etcd compares an unknown target as equal.
+        None => std::cmp::Ordering::Equal,
+        Some(t @ (CompareTarget::Version | CompareTarget::Create | CompareTarget::Mod | CompareTarget::Lease)) => {
+            let have = match t {
+                CompareTarget::Version => kv.version,
+                CompareTarget::Create => kv.create_revision,
+                CompareTarget::Mod => kv.mod_revision,
+                _ => kv.lease,
+            };
+            // A missing target_union, or one of another kind, compares against zero.
+            let want = match (t, &c.target_union) {
+                (CompareTarget::Version, Some(TargetUnion::Version(v)))
+                | (CompareTarget::Create, Some(TargetUnion::CreateRevision(v)))
+                | (CompareTarget::Mod, Some(TargetUnion::ModRevision(v)))
+                | (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => *v,
+                _ => 0,
+            };
+            have.cmp(&want)
+        }
         Some(CompareTarget::Value) => {
             let want: &[u8] = match &c.target_union {
                 Some(TargetUnion::Value(v)) => v,
@@ -322,8 +312,6 @@ fn compare_kv(c: &Compare, target: Option<compare::CompareTarget>, kv: &KeyValue
             };
             kv.value.as_slice().cmp(want)
         }
-        // etcd compares an unknown target as equal.
-        None => std::cmp::Ordering::Equal,
     };
     match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => ordering.is_eq(),
