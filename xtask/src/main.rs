@@ -7,6 +7,9 @@
 //! - `lint`: rustfmt, clippy with warnings denied, the tidy checks.
 //! - `serve [FLAGS...]`: `deps`, then build and start a single-node `ferrocd` (on
 //!   127.0.0.1:2379 unless flags say otherwise).
+//! - `bench [ARGS...]`: `deps`, then build ferrocd and `ferrocd-bench` (release) and measure
+//!   ferrocd against etcd; `cargo xtask bench -- --help` lists the options. Reports go to
+//!   `<target dir>/bench/`.
 //! - `ci`: what CI runs: `lint`, then `test`.
 
 mod codegen;
@@ -23,9 +26,12 @@ fn main() -> ExitCode {
         "test" => deps().and_then(|()| test(rest)),
         "lint" => lint(),
         "serve" => deps().and_then(|()| serve(rest)),
+        "bench" => deps().and_then(|()| bench(rest)),
         "ci" => deps().and_then(|()| lint()).and_then(|()| test(rest)),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | ci>");
+            eprintln!(
+                "usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | bench [args] | ci>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -66,9 +72,13 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 fn deps() -> Result {
+    install(PACKAGES)
+}
+
+fn install(packages: &[(&str, &str)]) -> Result {
     let have_clang = std::path::Path::new("/usr/lib/llvm-14/lib/libclang.so").exists()
         || Command::new("sh").args(["-c", "ldconfig -p | grep -q libclang"]).status().is_ok_and(|s| s.success());
-    let missing: Vec<&str> = PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(pkg, probe)| if *pkg == "libclang-dev" { !have_clang } else { !std::path::Path::new(probe).exists() })
         .map(|(pkg, _)| *pkg)
@@ -114,4 +124,23 @@ fn serve(flags: &[String]) -> Result {
         cmd.args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"]);
     }
     run(cmd.args(flags))
+}
+
+fn bench(args: &[String]) -> Result {
+    if args.iter().any(|a| a.starts_with("--profile")) {
+        install(&[("linux-perf", "/usr/bin/perf")])?;
+    }
+    // Two builds, so the server's dependency features match `cargo xtask serve`'s and its
+    // RocksDB build is shared.
+    run(cargo().args(["build", "--release", "--package", "ferrocd-server", "--bin", "ferrocd"]))?;
+    run(cargo().args(["build", "--release", "--package", "ferrocd-bench"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let release = target.join("release");
+    run(Command::new(release.join("ferrocd-bench"))
+        .env("FERROCD_BIN", release.join("ferrocd"))
+        .arg("--out")
+        .arg(target.join("bench"))
+        .args(args))
 }

@@ -30,9 +30,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
-use services::Shared;
 use services::kv::KvService;
 use services::maintenance::MaintenanceService;
+use services::{Shared, SizeCache};
 use write_path::LocalWritePath;
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
@@ -70,6 +70,7 @@ impl Server {
             max_request_bytes: config.max_request_bytes as usize,
             max_txn_ops: config.max_txn_ops as usize,
             quota_bytes: config.quota_bytes(),
+            db_size: SizeCache::default(),
         });
         let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
         let (stop, stopped) = watch::channel(false);

@@ -162,6 +162,11 @@ impl Member {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_until_serving();
+    }
+
+    fn spawn(&mut self) {
         let bin = match self.kind {
             Kind::Ferrocd => ferrocd_bin(),
             Kind::Etcd => require("etcd"),
@@ -179,6 +184,9 @@ impl Member {
             .spawn()
             .expect("start the server");
         self.child = Some(child);
+    }
+
+    fn wait_until_serving(&mut self) {
         let addr: SocketAddr = self.endpoint().parse().expect("an address");
         let started = Instant::now();
         loop {
@@ -221,6 +229,18 @@ impl Member {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the member first");
         self.launch();
+    }
+
+    /// Starts the process again on the same ports and data dir without waiting for it to serve
+    /// (for callers that time recovery themselves).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the member first");
+        self.spawn();
+    }
+
+    /// Whether the process has exited (or was never restarted).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 }
 

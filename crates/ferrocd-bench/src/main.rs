@@ -1,0 +1,296 @@
+//! `ferrocd-bench`: measures ferrocd and a real etcd side by side on this machine.
+//!
+//! Every repetition starts each server fresh (own loopback ports, own data dir, both fsyncing
+//! every commit), preloads it, runs the chosen workloads in a fixed order with one load
+//! generator, reads the server's CPU time and memory from `/proc`, times a restart, and stops it
+//! by PID. Repetitions alternate etcd and ferrocd; the report gives medians, min–max and the ratio
+//! ferrocd/etcd of every figure, as Markdown and JSON. `cargo xtask bench` builds and runs it.
+
+mod load;
+mod procfs;
+mod profile;
+mod report;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use ferrocd_test_utils::{Kind, Member};
+use serde_json::json;
+
+use crate::report::{Metric, Results, Server};
+use crate::workloads::{Phase, Workload};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark ferrocd against etcd, interleaved, as ratios")]
+struct Args {
+    /// Repetitions per server (each on fresh servers).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Workloads: names, or the groups all, reads, writes, after, restart.
+    #[arg(long, default_value = "all")]
+    workloads: String,
+    /// Multiplies every workload's operation count.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Keys of the put key space written before the workloads.
+    #[arg(long, default_value_t = workloads::PUT_KEY_SPACE)]
+    preload: u64,
+    /// Upper bound on one workload's run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// A run of a few minutes: 3 repetitions at a tenth of the operations.
+    #[arg(long)]
+    quick: bool,
+    /// Records where ferrocd's CPU goes during this workload (first repetition), with `perf`.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Where report.md, report.json and profiles are written.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.reps = 3;
+        args.scale = 0.1;
+    }
+    let (chosen, restart) = workloads::select(&args.workloads).map_err(anyhow::Error::msg)?;
+    if let Some(p) = &args.profile
+        && !chosen.iter().any(|w| w.name == p)
+    {
+        bail!("--profile {p}: that workload is not among --workloads");
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let ticks = procfs::clock_ticks() as f64;
+    let mut results = Results::default();
+    let mut profile_report = None;
+    let started = Instant::now();
+    for rep in 0..args.reps {
+        for server in [Server::Etcd, Server::Ferrocd] {
+            let profile = args.profile.as_deref().filter(|_| rep == 0 && server == Server::Ferrocd);
+            let report = repetition(&rt, &args, &chosen, restart, server, ticks, profile, &mut results)
+                .with_context(|| format!("repetition {} on {}", rep + 1, server.name()))?;
+            profile_report = profile_report.or(report);
+            eprintln!(
+                "[{:>4.0} s] repetition {}/{} on {} done",
+                started.elapsed().as_secs_f64(),
+                rep + 1,
+                args.reps,
+                server.name()
+            );
+        }
+    }
+    let header = header(&args);
+    let md = results.markdown(&header);
+    std::fs::write(args.out.join("report.md"), &md)?;
+    let meta = json!({
+        "command": command_line(),
+        "reps": args.reps,
+        "scale": args.scale,
+        "preload": args.preload,
+        "machine": machine(),
+        "etcd": version("/usr/bin/etcd"),
+        "ferrocd": version(&ferrocd_test_utils::ferrocd_bin().to_string_lossy()),
+    });
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&results.json(meta))?)?;
+    println!("{md}");
+    if let Some(path) = profile_report {
+        println!("Profile of ferrocd ({}):", path.display());
+        for line in profile::top(&path, 15) {
+            println!("  {line}");
+        }
+    }
+    eprintln!("wrote {}/report.md and report.json", args.out.display());
+    Ok(())
+}
+
+/// One repetition on one fresh server; answers the profile written, if one was asked for.
+#[allow(clippy::too_many_arguments)]
+fn repetition(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    chosen: &[Workload],
+    restart: bool,
+    server: Server,
+    ticks: f64,
+    profile: Option<&str>,
+    results: &mut Results,
+) -> anyhow::Result<Option<PathBuf>> {
+    let kind = match server {
+        Server::Etcd => Kind::Etcd,
+        Server::Ferrocd => Kind::Ferrocd,
+    };
+    let mut member = Member::start(kind, &[]);
+    let url = member.url();
+    let pid = member.pid().context("server pid")?;
+    rt.block_on(load::preload(&url, workloads::read_keys()))?;
+    let mut written = None;
+    let mut loaded = false;
+    for w in chosen {
+        if w.phase != Phase::Fresh && !loaded {
+            load_put_keys(rt, args, &url, pid, server, results)?;
+            loaded = true;
+        }
+        let total = ((w.total as f64 * args.scale).round() as u64).max(w.clients as u64);
+        let recording = match profile {
+            Some(name) if name == w.name => Some(profile::start(pid, &args.out, name)?),
+            _ => None,
+        };
+        let cpu0 = procfs::cpu_ticks(pid).context("server CPU time")?;
+        let outcome = rt.block_on(load::run(&url, w, total, Duration::from_secs(args.time_limit)))?;
+        let cpu = (procfs::cpu_ticks(pid).context("server CPU time")? - cpu0) as f64 / ticks;
+        if let Some(recording) = recording {
+            written = Some(recording.finish()?);
+        }
+        if outcome.errors > 0 {
+            eprintln!(
+                "  {} {}: {} of {} operations failed, first: {}",
+                server.name(),
+                w.name,
+                outcome.errors,
+                total,
+                outcome.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        if outcome.conflicts > 0 {
+            eprintln!("  {} {}: {} txn compares failed", server.name(), w.name, outcome.conflicts);
+        }
+        let per_op_us = cpu * 1e6 / outcome.ops.max(1) as f64;
+        results.record(w.name, Metric::Throughput, server, outcome.throughput());
+        results.record(w.name, Metric::P50, server, outcome.latency_ms(0.50));
+        results.record(w.name, Metric::P99, server, outcome.latency_ms(0.99));
+        results.record(w.name, Metric::P999, server, outcome.latency_ms(0.999));
+        results.record(w.name, Metric::CpuPerOp, server, per_op_us);
+        eprintln!(
+            "  {:<8} {:<20} {:>9.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  {:>6.0} CPU µs/op",
+            server.name(),
+            w.name,
+            outcome.throughput(),
+            outcome.latency_ms(0.5),
+            outcome.latency_ms(0.99),
+            per_op_us
+        );
+    }
+    if !loaded {
+        load_put_keys(rt, args, &url, pid, server, results)?;
+    }
+    if restart {
+        results.record("memory after the run", Metric::RssMib, server, procfs::rss_mib(pid).unwrap_or(f64::NAN));
+        member.kill();
+        let began = Instant::now();
+        member.respawn();
+        rt.block_on(first_served(&url, &mut member))?;
+        let took = began.elapsed().as_secs_f64();
+        let name = format!("restart after kill -9 with {} keys", args.preload);
+        results.record(&name, Metric::Seconds, server, took);
+        let pid = member.pid().context("server pid")?;
+        results.record("memory after restart", Metric::RssMib, server, procfs::rss_mib(pid).unwrap_or(f64::NAN));
+        eprintln!("  {:<8} restart             {took:>9.3} s", server.name());
+    }
+    member.kill();
+    Ok(written)
+}
+
+/// Preloads the put key space and records the memory it takes.
+fn load_put_keys(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    url: &str,
+    pid: u32,
+    server: Server,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    rt.block_on(load::preload(url, workloads::put_keys(args.preload)))?;
+    let name = format!("memory with {} keys", args.preload);
+    results.record(&name, Metric::RssMib, server, procfs::rss_mib(pid).unwrap_or(f64::NAN));
+    Ok(())
+}
+
+/// Waits until a restarted server answers a Range (bounded: 60 s).
+async fn first_served(url: &str, member: &mut Member) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if member.exited() {
+            bail!("the server exited during restart:\n{}", member.log());
+        }
+        if let Ok(mut conns) = load::connect(url, 1).await {
+            let req =
+                ferrocd_proto::etcdserverpb::RangeRequest { key: workloads::READ_KEY.to_vec(), ..Default::default() };
+            if conns[0].range(req).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the server did not serve within 60 s of its restart");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The command that reproduces this run (without `--out`, which the xtask supplies).
+fn command_line() -> String {
+    let mut shown = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--out" {
+            args.next();
+        } else if !arg.starts_with("--out=") {
+            shown.push(arg);
+        }
+    }
+    format!("cargo xtask bench {}", shown.join(" ")).trim_end().to_string()
+}
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    format!(
+        "{}, {} cores, {} GiB RAM, Linux {}",
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
+        sh("nproc"),
+        sh("awk '/MemTotal/ {printf \"%.0f\", $2/1048576}' /proc/meminfo"),
+        sh("uname -r"),
+    )
+}
+
+/// `etcd 3.4.23` / `ferrocd 0.1.0`, from the binary's `--version` lines.
+fn version(bin: &str) -> String {
+    let out = Command::new(bin).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+    let text = String::from_utf8_lossy(&out);
+    let line = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim);
+    match (line("ferrocd Version:"), line("etcd Version:")) {
+        (Some(v), _) => format!("ferrocd {v}"),
+        (None, Some(v)) => format!("etcd {v}"),
+        _ => format!("{bin} (version unknown)"),
+    }
+}
+
+fn header(args: &Args) -> String {
+    format!(
+        "## ferrocd vs etcd, {}\n\n\
+         `{}` — {} repetition(s) per server, interleaved (etcd, ferrocd, etcd, …), each on a fresh single-member \
+         server on loopback with a fresh data dir on the same filesystem, both fsyncing every commit; operation \
+         counts × {}; 8-byte keys, 256-byte values; {} keys preloaded after the fresh reads. Machine: {}. \
+         Servers: {}; {}.",
+        sh("date -u +%Y-%m-%d"),
+        command_line(),
+        args.reps,
+        args.scale,
+        args.preload,
+        machine(),
+        version("/usr/bin/etcd"),
+        version(&ferrocd_test_utils::ferrocd_bin().to_string_lossy()),
+    )
+}
