@@ -12,6 +12,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-types", &["ferrocd-engine", "rocksdb", "tonic"]),
     ("ferrocd-mvcc", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-lease", "ferrocd-auth", "ferrocd-watch"]),
     ("ferrocd-proto", &["rocksdb", "ferrocd-engine"]),
+    // Reusable for any state machine: nothing of etcd, and no RocksDB of its own.
+    ("ferrocd-raft", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
 ];
 
 /// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no

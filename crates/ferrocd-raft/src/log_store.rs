@@ -1,0 +1,225 @@
+//! The Raft log on a ferrocd [`Engine`], with group commit.
+//!
+//! An append writes its entries to the engine at once (unsynced, so they are readable at once,
+//! as openraft requires) and queues its completion callback; one flusher thread takes every
+//! queued callback, makes the engine durable with a single `sync`, and completes them in order.
+//! Under load many appends share one fsync. A vote and a truncation are written synced: each is
+//! durable, with every append before it, when the call returns. Because the log and the
+//! application share one engine (one write-ahead log), an apply written after an append is
+//! never durable without that append.
+
+use std::fmt;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use ferrocd_engine::{Bucket, Engine, Scan, WriteBatch};
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+
+use crate::types::{Entry, LogId, TypeConfig, Vote, decode, encode};
+
+/// Log entries, keyed by index (8 bytes, big-endian).
+pub(crate) const LOG: Bucket = Bucket("raft_log");
+/// The vote, the last purged log id and the committed log id.
+pub(crate) const META: Bucket = Bucket("raft_meta");
+
+const VOTE: &[u8] = b"vote";
+const PURGED: &[u8] = b"purged";
+const COMMITTED: &[u8] = b"committed";
+/// Sorts after every 8-byte index key.
+const PAST_LAST: &[u8] = &[0xff; 9];
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn engine_err(e: ferrocd_engine::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Reads the log: shared by the store and every reader openraft asks for.
+pub(crate) struct LogReader<E> {
+    engine: Arc<E>,
+}
+
+impl<E> Clone for LogReader<E> {
+    fn clone(&self) -> Self {
+        Self { engine: self.engine.clone() }
+    }
+}
+
+impl<E> fmt::Debug for LogReader<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogReader")
+    }
+}
+
+impl<E: Engine> LogReader<E> {
+    fn meta<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> io::Result<Option<T>> {
+        match self.engine.get(META, name).map_err(engine_err)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn entries(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let end_key = end.map(key);
+        let mut failed = None;
+        self.engine
+            .scan(LOG, &key(start), end_key.as_ref().map(|k| &k[..]), false, &mut |_, value| match decode::<Entry>(
+                value,
+            ) {
+                Ok(entry) => {
+                    out.push(entry);
+                    Ok(Scan::Continue)
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Ok(Scan::Stop)
+                }
+            })
+            .map_err(engine_err)?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn last_log_id(&self) -> io::Result<Option<LogId>> {
+        let mut last = None;
+        self.engine
+            .scan(LOG, &key(0), None, true, &mut |_, value| {
+                last = Some(value.to_vec());
+                Ok(Scan::Stop)
+            })
+            .map_err(engine_err)?;
+        last.map(|bytes| decode::<Entry>(&bytes).map(|e| e.log_id)).transpose()
+    }
+}
+
+impl<E: Engine> RaftLogReader<TypeConfig> for LogReader<E> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1),
+            Bound::Excluded(&i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        self.entries(start, end)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.meta(VOTE)
+    }
+}
+
+/// openraft's log storage over an engine that was opened with [`crate::BUCKETS`].
+pub(crate) struct LogStore<E> {
+    reader: LogReader<E>,
+    flushes: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl<E> fmt::Debug for LogStore<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+impl<E: Engine> LogStore<E> {
+    pub(crate) fn new(engine: Arc<E>) -> io::Result<Self> {
+        let (flushes, queue) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flusher = engine.clone();
+        std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
+            // Ends when the store is dropped (the channel closes).
+            while let Ok(first) = queue.recv() {
+                let mut batch = vec![first];
+                batch.extend(queue.try_iter());
+                let result = flusher.sync();
+                for callback in batch {
+                    callback.io_completed(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::other(e.to_string())),
+                    });
+                }
+            }
+        })?;
+        Ok(Self { reader: LogReader { engine }, flushes })
+    }
+
+    fn engine(&self) -> &E {
+        &self.reader.engine
+    }
+}
+
+impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
+    type LogReader = LogReader<E>;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId> = self.reader.meta(PURGED)?;
+        let last_log_id = self.reader.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(META, VOTE, encode(vote)?);
+        self.engine().write(batch, true).map_err(engine_err)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let mut batch = WriteBatch::new();
+        match committed {
+            Some(id) => batch.put(META, COMMITTED, encode(&id)?),
+            None => batch.delete(META, COMMITTED),
+        }
+        // Durable with the next synced write: a committed id that is lost in a crash is
+        // learned again from the leader.
+        self.engine().write(batch, false).map_err(engine_err)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        self.reader.meta(COMMITTED)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        for entry in entries {
+            batch.put(LOG, key(entry.log_id.index), encode(&entry)?);
+        }
+        self.engine().write(batch, false).map_err(engine_err)?;
+        self.flushes.send(callback).map_err(|_| io::Error::other("the log flusher has stopped"))
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> io::Result<()> {
+        let from = last.map_or(0, |id| id.index + 1);
+        let mut batch = WriteBatch::new();
+        batch.delete_range(LOG, key(from).to_vec(), PAST_LAST.to_vec());
+        self.engine().write(batch, true).map_err(engine_err)
+    }
+
+    async fn purge(&mut self, upto: LogId) -> io::Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(META, PURGED, encode(&upto)?);
+        batch.delete_range(LOG, key(0).to_vec(), key(upto.index + 1).to_vec());
+        // Unsynced: a purge lost in a crash leaves entries that are purged again.
+        self.engine().write(batch, false).map_err(engine_err)
+    }
+}

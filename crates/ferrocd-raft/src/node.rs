@@ -1,0 +1,344 @@
+//! [`RaftNode`]: one member's Raft, with the application's state machine plugged in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocd_engine::Engine;
+use openraft::async_runtime::WatchReceiver as _;
+use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+
+use crate::log_store::LogStore;
+use crate::network::{Kind, Network};
+use crate::snapshot::SnapshotStore;
+use crate::state_machine::StateMachine;
+use crate::types::TypeConfig;
+use crate::{Apply, Members, Node, NodeId};
+
+/// Timing and snapshot settings (etcd's flags of the same names).
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// How often a leader sends heartbeats (`--heartbeat-interval`, etcd's default 100 ms).
+    pub heartbeat_interval: Duration,
+    /// How long a follower waits for a leader before campaigning (`--election-timeout`, etcd's
+    /// default 1000 ms); each campaign waits a random time between this and twice this.
+    pub election_timeout: Duration,
+    /// Applied entries between snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Where snapshots are kept.
+    pub snapshot_dir: PathBuf,
+}
+
+impl RaftConfig {
+    /// etcd's defaults, with snapshots in `snapshot_dir`.
+    pub fn new(snapshot_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 10_000,
+            snapshot_dir: snapshot_dir.into(),
+        }
+    }
+}
+
+/// Why a Raft operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Only the leader does this; `leader` is the current one, when known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, Node)> },
+    /// The leader could not confirm its leadership with a quorum.
+    #[error("no quorum")]
+    NoQuorum,
+    /// Another membership change has not finished yet.
+    #[error("a membership change is in progress")]
+    ChangeInProgress,
+    /// The member is not in the cluster (or not a learner, for a promotion).
+    #[error("member {0} not found")]
+    MemberNotFound(NodeId),
+    /// The entry was appended but lost to a leader change: its outcome is unknown.
+    #[error("the proposal was discarded by a leader change")]
+    Discarded,
+    /// This member's Raft has stopped (storage failure or shutdown).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Candidate,
+    Follower,
+    Learner,
+    Stopped,
+}
+
+/// What a member knows about the cluster, from its own point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Index of the last entry in this member's log.
+    pub last_log_index: u64,
+    /// Index of the last entry known committed.
+    pub committed: u64,
+    /// Index of the last entry applied to the state machine.
+    pub applied: u64,
+    /// Index of the last entry removed from the log (covered by a snapshot); 0: none.
+    pub purged: u64,
+    /// The membership in effect (the latest one in the log).
+    pub members: Members,
+}
+
+/// One member's Raft.
+pub struct RaftNode<A: Apply> {
+    id: NodeId,
+    raft: openraft::Raft<TypeConfig, StateMachine<A>>,
+    network: Network,
+    /// Dropped when openraft has let go of the state machine.
+    sm_alive: std::sync::Weak<()>,
+    /// Membership changes one at a time (openraft refuses overlapping ones).
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl<A: Apply> std::fmt::Debug for RaftNode<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode").field("id", &self.id).finish()
+    }
+}
+
+fn stopped(e: impl std::fmt::Display) -> Error {
+    Error::Stopped(e.to_string())
+}
+
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Error::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::Discarded,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => Error::ChangeInProgress,
+            ChangeMembershipError::LearnerNotFound(l) => Error::MemberNotFound(l.node_id),
+            other => Error::Config(other.to_string()),
+        },
+        RaftError::APIError(other) => Error::Config(other.to_string()),
+        RaftError::Fatal(f) => stopped(f),
+    }
+}
+
+impl<A: Apply> RaftNode<A> {
+    /// Starts member `id`: its log on `engine` (opened with [`crate::BUCKETS`]), its state in
+    /// `app`, its peers through `network`. A restarted member resumes from its log and snapshot.
+    ///
+    /// # Errors
+    /// Invalid timings; storage errors.
+    pub async fn start<E: Engine>(
+        id: NodeId,
+        config: &RaftConfig,
+        engine: Arc<E>,
+        app: Arc<A>,
+        network: Network,
+    ) -> Result<Self, Error> {
+        let millis = |d: Duration| d.as_millis() as u64;
+        let openraft_config = openraft::Config {
+            cluster_name: "ferrocd".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout),
+            election_timeout_max: millis(config.election_timeout) * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            // Followers a little behind catch up from the log, not by snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_count.clamp(1, 5_000),
+            replication_lag_threshold: config.snapshot_count.max(1) * 2,
+            install_snapshot_timeout: millis(config.election_timeout) * 4,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let log = LogStore::new(engine)?;
+        let snapshots = Arc::new(SnapshotStore::open(&config.snapshot_dir)?);
+        let sm = StateMachine::new(app, snapshots)?;
+        let sm_alive = sm.liveness();
+        let raft =
+            openraft::Raft::new(id, Arc::new(openraft_config), network.clone(), log, sm).await.map_err(stopped)?;
+        match &network.kind {
+            Kind::Mem { router, .. } => router.register(id, Arc::new(raft.clone())),
+        }
+        Ok(Self { id, raft, network, sm_alive, changes: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Forms a new cluster of `voters` (call it on one member of a new cluster); does nothing
+    /// on a member that already has a log.
+    ///
+    /// # Errors
+    /// When this member is not among `voters`; when Raft has stopped.
+    pub async fn bootstrap(&self, voters: BTreeMap<NodeId, Node>) -> Result<(), Error> {
+        if self.raft.is_initialized().await.map_err(stopped)? {
+            return Ok(());
+        }
+        match self.raft.initialize(voters).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(Error::Config(e.to_string())),
+        }
+    }
+
+    /// Replicates `command`; answers the application's response once it is committed and
+    /// applied on this member (the leader).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower (nothing was appended); [`Error::Discarded`] when the
+    /// outcome is unknown.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<A::Response, Error> {
+        let written = self.raft.client_write(crate::types::Command(command)).await.map_err(write_error)?;
+        let reply = written.data.0.ok_or_else(|| Error::Stopped("the state machine gave no response".into()))?;
+        reply
+            .downcast::<A::Response>()
+            .map(|r| *r)
+            .map_err(|_| Error::Stopped("the state machine's response has another type".into()))
+    }
+
+    /// A read barrier (ReadIndex): returns once this member, as leader, has confirmed its
+    /// leadership with a quorum and applied everything committed before the call; reads of
+    /// local state after it are linearizable. Answers the applied index.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`]; [`Error::NoQuorum`].
+    pub async fn read_barrier(&self) -> Result<u64, Error> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(self.status().applied),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(Error::NoQuorum),
+            Err(RaftError::Fatal(f)) => Err(stopped(f)),
+        }
+    }
+
+    /// Adds `id` as a learner (it receives the log but does not vote); returns once the change
+    /// is committed, without waiting for the learner to catch up.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`]; [`Error::ChangeInProgress`].
+    pub async fn add_learner(&self, id: NodeId, node: Node) -> Result<(), Error> {
+        let _one = self.changes.lock().await;
+        self.raft.add_learner(id, node, false).await.map_err(write_error).map(drop)
+    }
+
+    /// Makes learner `id` a voter (through joint consensus).
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`] when `id` is not a learner; [`Error::NotLeader`].
+    pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
+        let _one = self.changes.lock().await;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)
+            .map(drop)
+    }
+
+    /// Removes member `id`, voter or learner.
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`]; [`Error::NotLeader`].
+    pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
+        let _one = self.changes.lock().await;
+        let members = self.status().members;
+        let change = if members.voters.contains_key(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if members.learners.contains_key(&id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(Error::MemberNotFound(id));
+        };
+        self.raft.change_membership(change, false).await.map_err(write_error).map(drop)
+    }
+
+    /// Asks the leader (this member) to hand leadership to `to`.
+    ///
+    /// # Errors
+    /// When Raft has stopped.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        self.raft.trigger().transfer_leader(to).await.map_err(stopped)
+    }
+
+    /// Builds a snapshot now (and purges the log it covers, per the keep setting).
+    ///
+    /// # Errors
+    /// When Raft has stopped.
+    pub async fn snapshot(&self) -> Result<(), Error> {
+        self.raft.trigger().snapshot().await.map_err(stopped)
+    }
+
+    /// This member's view of the cluster.
+    pub fn status(&self) -> Status {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        Status {
+            id: self.id,
+            role: match metrics.state {
+                ServerState::Leader => Role::Leader,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Follower => Role::Follower,
+                ServerState::Learner => Role::Learner,
+                ServerState::Shutdown => Role::Stopped,
+            },
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed: metrics.local_committed.as_ref().map_or(0, |c| c.index),
+            applied: metrics.last_applied.as_ref().map_or(0, |a| a.index),
+            purged: metrics.purged.as_ref().map_or(0, |p| p.index),
+            members: Members::from_membership(metrics.membership_config.membership()),
+        }
+    }
+
+    /// Waits until `cond` holds for this member's status, or `timeout` passes.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] on timeout (with the last status) or when Raft stops.
+    pub async fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&Status) -> bool) -> Result<Status, Error> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if cond(&status) {
+                return Ok(status);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(stopped(e)),
+                Err(_) => return Err(Error::Stopped(format!("timed out after {timeout:?}; status: {status:?}"))),
+            }
+        }
+    }
+
+    /// Stops this member's Raft (its storage stays as it is). When it returns, the application
+    /// is no longer called (a snapshot being built is waited for, up to 60 s), so a new
+    /// `RaftNode` may be started on the same storage.
+    pub async fn shutdown(&self) {
+        match &self.network.kind {
+            Kind::Mem { router, .. } => router.unregister(self.id),
+        }
+        let _ = self.raft.shutdown().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.sm_alive.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! openraft's state machine, delegating to the application's [`Apply`].
+//!
+//! Raft's own state (the last applied log id and the membership) travels as an opaque blob the
+//! application stores atomically with the effects of the entries it applies, so a crash can
+//! never leave an entry half-applied or applied twice.
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+
+use futures::TryStreamExt as _;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+
+use crate::snapshot::{SnapshotDir, SnapshotStore};
+use crate::types::{LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig, decode, encode};
+use crate::{Apply, Committed, Members, Payload};
+
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
+
+/// What Raft itself needs back from the application: encoded as the blob of [`Apply`].
+type RaftState = (Option<LogId>, StoredMembership);
+
+fn load<A: Apply>(app: &A) -> io::Result<RaftState> {
+    match app.raft_state()? {
+        Some(blob) => decode(&blob),
+        None => Ok((None, StoredMembership::default())),
+    }
+}
+
+pub(crate) struct StateMachine<A> {
+    app: Arc<A>,
+    snapshots: Arc<SnapshotStore>,
+    state: RaftState,
+    /// Held by the state machine and its snapshot builders: while any is alive, the
+    /// application may still be called.
+    alive: Arc<()>,
+}
+
+impl<A: Apply> StateMachine<A> {
+    pub(crate) fn new(app: Arc<A>, snapshots: Arc<SnapshotStore>) -> io::Result<Self> {
+        let state = load(app.as_ref())?;
+        Ok(Self { app, snapshots, state, alive: Arc::new(()) })
+    }
+
+    /// Gone once neither the state machine nor any of its builders can call the application.
+    pub(crate) fn liveness(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.alive)
+    }
+}
+
+impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
+    type SnapshotData = SnapshotDir;
+    type SnapshotBuilder = Builder<A>;
+
+    async fn applied_state(&mut self) -> io::Result<RaftState> {
+        Ok(self.state.clone())
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> io::Result<()>
+    where
+        S: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        let Some((last, _)) = batch.last() else { return Ok(()) };
+        let last_log_id = last.log_id;
+        let mut membership = self.state.1.clone();
+        let mut members = Vec::new();
+        for (entry, _) in &batch {
+            if let EntryPayload::Membership(m) = &entry.payload {
+                membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                members.push(Members::from_membership(m));
+            } else {
+                members.push(Members::default());
+            }
+        }
+        let committed: Vec<Committed<'_>> = batch
+            .iter()
+            .zip(&members)
+            .map(|((entry, _), members)| Committed {
+                index: entry.log_id.index,
+                term: entry.log_id.leader_id.term,
+                payload: match &entry.payload {
+                    EntryPayload::Blank => Payload::Noop,
+                    EntryPayload::Normal(command) => Payload::Command(&command.0),
+                    EntryPayload::Membership(_) => Payload::Membership(members),
+                },
+            })
+            .collect();
+        let state = (Some(last_log_id), membership);
+        let responses = self.app.apply(&committed, &encode(&state)?)?;
+        drop(committed);
+        self.state = state;
+        let mut responses = responses.into_iter();
+        for (_, responder) in batch {
+            let response = responses.next().flatten();
+            if let Some(responder) = responder {
+                responder.send(Reply(response.map(|r| Box::new(r) as Box<dyn Any + Send + Sync>)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Builder { app: self.app.clone(), snapshots: self.snapshots.clone(), _alive: self.alive.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> io::Result<()> {
+        let adopted = self.snapshots.adopt(meta, &snapshot.path)?;
+        self.app.install(&adopted.path)?;
+        self.state = load(self.app.as_ref())?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        Ok(self.snapshots.current()?.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+/// Builds a snapshot from the application's consistent image.
+pub(crate) struct Builder<A> {
+    app: Arc<A>,
+    snapshots: Arc<SnapshotStore>,
+    _alive: Arc<()>,
+}
+
+impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for Builder<A> {
+    type SnapshotData = SnapshotDir;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let dir = self.snapshots.scratch()?;
+        let blob = self.app.snapshot(&dir)?;
+        // An application that never applied anything has no blob yet.
+        let (last_log_id, last_membership): RaftState =
+            if blob.is_empty() { (None, StoredMembership::default()) } else { decode(&blob)? };
+        let meta = SnapshotMeta { last_log_id, last_membership };
+        let snapshot = self.snapshots.adopt(&meta, &dir)?;
+        Ok(Snapshot { meta, snapshot })
+    }
+}
