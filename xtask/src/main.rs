@@ -57,8 +57,13 @@ fn cargo() -> Command {
     cmd
 }
 
+/// The workspace this xtask runs for. Cargo sets `CARGO_MANIFEST_DIR` when it runs the
+/// binary or its tests; the compile-time value is only a fallback, because an artifact built in
+/// another checkout sharing the target directory may be reused here.
 fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    manifest_dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// Debian packages: libclang for RocksDB's bindings; protoc for the `etcd-client` crate the tests

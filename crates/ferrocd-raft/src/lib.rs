@@ -13,6 +13,7 @@
 //!
 //! See `testing::MemKv` (feature `testing`) for a small state machine built on it.
 
+pub mod grpc;
 mod log_store;
 pub mod mem;
 mod network;
@@ -89,25 +90,28 @@ pub struct Committed<'a> {
     pub index: u64,
     pub term: u64,
     pub payload: Payload<'a>,
+    /// Raft's state once this entry is applied: store it atomically with the entry's effects
+    /// (or only the last entry's, when the whole batch is stored atomically).
+    pub raft_state: &'a [u8],
 }
 
 /// The replicated state machine an application plugs in.
 ///
-/// Contract: `apply` makes the effects of `entries` and the `raft_state` blob visible together
-/// and durable together (in one atomic engine batch; durability may come with the log's next
-/// fsync when both share an engine); `raft_state` returns the last blob stored. A snapshot
+/// Contract: `apply` stores each entry's effects atomically with its `raft_state` blob (in one
+/// engine batch; durability may come with the log's next fsync when both share an engine), so
+/// after a crash the state is at an entry boundary; `raft_state` returns the last blob stored. A snapshot
 /// written by `snapshot` holds the data and the blob as of one point; `install` replaces the
 /// data (and the blob) with a snapshot's.
 pub trait Apply: Send + Sync + 'static {
     /// The answer to a command, returned to the member that proposed it.
     type Response: Send + Sync + 'static;
 
-    /// Applies committed entries, in log order, storing `raft_state` with their effects.
-    /// Answers one response per entry (`None` for entries that carry no command).
+    /// Applies committed entries, in log order, storing each one's `raft_state` with its
+    /// effects. Answers one response per entry (`None` for entries that carry no command).
     ///
     /// # Errors
     /// An error stops this member's Raft: it never skips an entry.
-    fn apply(&self, entries: &[Committed<'_>], raft_state: &[u8]) -> io::Result<Vec<Option<Self::Response>>>;
+    fn apply(&self, entries: &[Committed<'_>]) -> io::Result<Vec<Option<Self::Response>>>;
 
     /// The Raft state blob stored by the last `apply` or `install`, if any.
     ///

@@ -8,6 +8,7 @@ use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
+use crate::grpc::{self, Channels};
 use crate::mem::MemRouter;
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
@@ -27,12 +28,20 @@ pub struct Network {
 pub(crate) enum Kind {
     /// In-process, through a router tests can partition and slow down.
     Mem { router: MemRouter, from: NodeId },
+    /// gRPC to each member's first peer URL.
+    Grpc(Channels),
 }
 
 impl Network {
     /// In-process messages through `router`, sent as member `from`.
     pub fn mem(router: &MemRouter, from: NodeId) -> Self {
         Self { kind: Kind::Mem { router: router.clone(), from } }
+    }
+
+    /// gRPC to the members' peer URLs (serve [`crate::RaftNode::peer_service`] on this
+    /// member's).
+    pub fn grpc() -> Self {
+        Self { kind: Kind::Grpc(Channels::default()) }
     }
 }
 
@@ -70,12 +79,53 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
 pub(crate) struct Client {
     kind: Kind,
     to: NodeId,
+    node: Node,
+}
+
+/// A vote or pre-vote request.
+enum Call {
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
 }
 
 impl Client {
-    async fn inbound(&self) -> Result<Arc<dyn Inbound>, String> {
+    async fn inbound(&self, from: NodeId, router: &MemRouter) -> Result<Arc<dyn Inbound>, String> {
+        router.deliver(from, self.to).await
+    }
+
+    async fn append(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+        ttl: std::time::Duration,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
         match &self.kind {
-            Kind::Mem { router, from } => router.deliver(*from, self.to).await,
+            Kind::Mem { router, from } => self.inbound(*from, router).await?.append(req).await,
+            Kind::Grpc(channels) => {
+                let mut client = channels.client(&self.node)?;
+                grpc::unary(&req, ttl, |p| async move { client.append(p).await }).await
+            }
+        }
+    }
+
+    async fn vote(&self, call: Call, ttl: std::time::Duration) -> Result<VoteResponse<TypeConfig>, String> {
+        match (&self.kind, call) {
+            (Kind::Mem { router, from }, Call::Vote(req)) => self.inbound(*from, router).await?.vote(req).await,
+            (Kind::Mem { router, from }, Call::PreVote(req)) => self.inbound(*from, router).await?.pre_vote(req).await,
+            (Kind::Grpc(channels), Call::Vote(req)) => {
+                let mut client = channels.client(&self.node)?;
+                grpc::unary(&req, ttl, |p| async move { client.vote(p).await }).await
+            }
+            (Kind::Grpc(channels), Call::PreVote(req)) => {
+                let mut client = channels.client(&self.node)?;
+                grpc::unary(&req, ttl, |p| async move { client.pre_vote(p).await }).await
+            }
+        }
+    }
+
+    async fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> Result<SnapshotResponse<TypeConfig>, String> {
+        match &self.kind {
+            Kind::Mem { router, from } => self.inbound(*from, router).await?.snapshot(vote, snapshot).await,
+            Kind::Grpc(channels) => grpc::send_snapshot(channels.client(&self.node)?, vote, snapshot).await,
         }
     }
 }
@@ -87,8 +137,8 @@ fn unreachable(e: String) -> RPCError<TypeConfig> {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
-    async fn new_client(&mut self, target: NodeId, _node: &Node) -> Client {
-        Client { kind: self.kind.clone(), to: target }
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Client {
+        Client { kind: self.kind.clone(), to: target, node: node.clone() }
     }
 }
 
@@ -98,39 +148,41 @@ impl RaftNetworkV2<TypeConfig> for Client {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let inbound = self.inbound().await.map_err(unreachable)?;
-        inbound.append(rpc).await.map_err(unreachable)
+        Client::append(self, rpc, option.hard_ttl()).await.map_err(unreachable)
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let inbound = self.inbound().await.map_err(unreachable)?;
-        inbound.vote(rpc).await.map_err(unreachable)
+        Client::vote(self, Call::Vote(rpc), option.hard_ttl()).await.map_err(unreachable)
     }
 
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let inbound = self.inbound().await.map_err(unreachable)?;
-        inbound.pre_vote(rpc).await.map_err(unreachable)
+        Client::vote(self, Call::PreVote(rpc), option.hard_ttl()).await.map_err(unreachable)
     }
 
     async fn full_snapshot(
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
-        _cancel: impl Future<Output = openraft::error::ReplicationClosed> + OptionalSend + 'static,
+        cancel: impl Future<Output = openraft::error::ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let to_streaming = |e: String| StreamingError::Unreachable(Unreachable::from_string(e));
-        let inbound = self.inbound().await.map_err(to_streaming)?;
-        inbound.snapshot(vote, snapshot).await.map_err(to_streaming)
+        // No deadline on the whole transfer (a large snapshot takes long): openraft cancels it
+        // when replication to this peer ends, and the transport detects a vanished peer.
+        tokio::select! {
+            result = Client::snapshot(self, vote, snapshot) => {
+                result.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
+            }
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
     }
 }

@@ -105,6 +105,7 @@ pub struct RaftNode<A: Apply> {
     id: NodeId,
     raft: openraft::Raft<TypeConfig, StateMachine<A>>,
     network: Network,
+    snapshots: Arc<SnapshotStore>,
     /// Dropped when openraft has let go of the state machine.
     sm_alive: std::sync::Weak<()>,
     /// Membership changes one at a time (openraft refuses overlapping ones).
@@ -168,18 +169,24 @@ impl<A: Apply> RaftNode<A> {
         .map_err(|e| Error::Config(e.to_string()))?;
         let log = LogStore::new(engine)?;
         let snapshots = Arc::new(SnapshotStore::open(&config.snapshot_dir)?);
-        let sm = StateMachine::new(app, snapshots)?;
+        let sm = StateMachine::new(app, snapshots.clone())?;
         let sm_alive = sm.liveness();
         let raft =
             openraft::Raft::new(id, Arc::new(openraft_config), network.clone(), log, sm).await.map_err(stopped)?;
-        match &network.kind {
-            Kind::Mem { router, .. } => router.register(id, Arc::new(raft.clone())),
+        if let Kind::Mem { router, .. } = &network.kind {
+            router.register(id, Arc::new(raft.clone()));
         }
-        Ok(Self { id, raft, network, sm_alive, changes: tokio::sync::Mutex::new(()) })
+        Ok(Self { id, raft, network, snapshots, sm_alive, changes: tokio::sync::Mutex::new(()) })
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The gRPC service the other members reach this one through (with [`Network::grpc`]):
+    /// serve it on this member's peer URLs.
+    pub fn peer_service(&self) -> crate::grpc::PeerServer {
+        crate::grpc::server(Arc::new(self.raft.clone()), self.snapshots.clone())
     }
 
     /// Forms a new cluster of `voters` (call it on one member of a new cluster); does nothing
@@ -332,8 +339,8 @@ impl<A: Apply> RaftNode<A> {
     /// is no longer called (a snapshot being built is waited for, up to 60 s), so a new
     /// `RaftNode` may be started on the same storage.
     pub async fn shutdown(&self) {
-        match &self.network.kind {
-            Kind::Mem { router, .. } => router.unregister(self.id),
+        if let Kind::Mem { router, .. } = &self.network.kind {
+            router.unregister(self.id);
         }
         let _ = self.raft.shutdown().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

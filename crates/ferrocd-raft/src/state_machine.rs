@@ -65,10 +65,13 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         while let Some(item) = entries.try_next().await? {
             batch.push(item);
         }
-        let Some((last, _)) = batch.last() else { return Ok(()) };
-        let last_log_id = last.log_id;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Raft's state after each entry, and each membership entry's members.
         let mut membership = self.state.1.clone();
-        let mut members = Vec::new();
+        let mut states = Vec::with_capacity(batch.len());
+        let mut members = Vec::with_capacity(batch.len());
         for (entry, _) in &batch {
             if let EntryPayload::Membership(m) = &entry.payload {
                 membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -76,11 +79,13 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
             } else {
                 members.push(Members::default());
             }
+            states.push(encode(&(Some(entry.log_id), membership.clone()))?);
         }
         let committed: Vec<Committed<'_>> = batch
             .iter()
             .zip(&members)
-            .map(|((entry, _), members)| Committed {
+            .zip(&states)
+            .map(|(((entry, _), members), state)| Committed {
                 index: entry.log_id.index,
                 term: entry.log_id.leader_id.term,
                 payload: match &entry.payload {
@@ -88,12 +93,13 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                     EntryPayload::Normal(command) => Payload::Command(&command.0),
                     EntryPayload::Membership(_) => Payload::Membership(members),
                 },
+                raft_state: state,
             })
             .collect();
-        let state = (Some(last_log_id), membership);
-        let responses = self.app.apply(&committed, &encode(&state)?)?;
+        let responses = self.app.apply(&committed)?;
         drop(committed);
-        self.state = state;
+        let last = batch.last().map(|(entry, _)| entry.log_id);
+        self.state = (last, membership);
         let mut responses = responses.into_iter();
         for (_, responder) in batch {
             let response = responses.next().flatten();

@@ -69,7 +69,7 @@ impl Apply for MemKv {
     /// The key's previous value.
     type Response = Option<String>;
 
-    fn apply(&self, entries: &[Committed<'_>], raft_state: &[u8]) -> io::Result<Vec<Option<Self::Response>>> {
+    fn apply(&self, entries: &[Committed<'_>]) -> io::Result<Vec<Option<Self::Response>>> {
         let mut inner = self.inner.lock();
         let mut local = self.local.lock();
         let mut out = Vec::with_capacity(entries.len());
@@ -83,7 +83,10 @@ impl Apply for MemKv {
                 Payload::Membership(_) | Payload::Noop => None,
             });
         }
-        inner.raft_state = Some(raft_state.to_vec());
+        // The whole batch changes atomically (under one lock): the last entry's state suffices.
+        if let Some(last) = entries.last() {
+            inner.raft_state = Some(last.raft_state.to_vec());
+        }
         Ok(out)
     }
 

@@ -1,0 +1,222 @@
+//! The gRPC transport between members (`ferrocd.raft.v1.RaftPeer`, served on the peer URLs).
+//!
+//! Raft messages travel as encoded payloads; a snapshot streams as a header, then each file of
+//! its directory as a start marker and chunks of at most 1 MiB, written to a scratch directory on
+//! the receiver and installed from there — never held in memory whole. The receiver gives up on
+//! a stream that stays idle for 30 s; the sender stops when openraft cancels the replication,
+//! and HTTP/2 keepalives detect a peer that vanished.
+
+#[allow(missing_debug_implementations, clippy::all, reason = "generated code")]
+mod pb {
+    include!("gen/ferrocd.raft.v1.rs");
+}
+
+use std::collections::HashMap;
+use std::path::{Component, Path};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pb::raft_peer_client::RaftPeerClient;
+use pb::raft_peer_server::{RaftPeer, RaftPeerServer};
+use pb::snapshot_chunk::Kind as ChunkKind;
+use pb::{FileStart, Payload, SnapshotChunk};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Node;
+use crate::network::{Inbound, Snapshot};
+use crate::snapshot::{SnapshotDir, SnapshotStore};
+use crate::types::{SnapshotMeta, Vote, decode, encode};
+
+const CHUNK: usize = 1 << 20;
+const IDLE: Duration = Duration::from_secs(30);
+/// Bounds one message (an AppendEntries batch of large entries).
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// The peer service of one member, to be served on its peer URLs.
+pub type PeerServer = RaftPeerServer<PeerService>;
+
+/// Handles the peer RPCs addressed to one member.
+pub struct PeerService {
+    inbound: Arc<dyn Inbound>,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl std::fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerService")
+    }
+}
+
+pub(crate) fn server(inbound: Arc<dyn Inbound>, snapshots: Arc<SnapshotStore>) -> PeerServer {
+    RaftPeerServer::new(PeerService { inbound, snapshots })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn reply<T: Serialize>(result: &Result<T, String>) -> Result<Response<Payload>, Status> {
+    Ok(Response::new(Payload { data: encode(result).map_err(internal)? }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.append(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.pre_vote(rpc).await)
+    }
+
+    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Payload>, Status> {
+        let mut stream = request.into_inner();
+        let Some(SnapshotChunk { kind: Some(ChunkKind::Header(header)) }) = next_chunk(&mut stream).await? else {
+            return Err(invalid("a snapshot stream must start with its header"));
+        };
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&header).map_err(invalid)?;
+        let dir = self.snapshots.scratch().map_err(internal)?;
+        let mut file: Option<tokio::fs::File> = None;
+        while let Some(chunk) = next_chunk(&mut stream).await? {
+            match chunk.kind {
+                Some(ChunkKind::File(FileStart { name, .. })) => {
+                    if let Some(done) = file.take() {
+                        done.sync_all().await.map_err(internal)?;
+                    }
+                    let mut parts = Path::new(&name).components();
+                    if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
+                        return Err(invalid(format!("snapshot file name {name:?} is not a plain name")));
+                    }
+                    file = Some(tokio::fs::File::create(dir.join(&name)).await.map_err(internal)?);
+                }
+                Some(ChunkKind::Data(data)) => match file.as_mut() {
+                    Some(f) => f.write_all(&data).await.map_err(internal)?,
+                    None => return Err(invalid("snapshot data before any file")),
+                },
+                Some(ChunkKind::Header(_)) | None => return Err(invalid("unexpected snapshot chunk")),
+            }
+        }
+        if let Some(done) = file.take() {
+            done.sync_all().await.map_err(internal)?;
+        }
+        let snapshot = Snapshot { meta, snapshot: SnapshotDir { path: dir } };
+        reply(&self.inbound.snapshot(vote, snapshot).await)
+    }
+}
+
+/// The next chunk of a snapshot stream, or an error once it has been idle for [`IDLE`].
+async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<SnapshotChunk>, Status> {
+    match tokio::time::timeout(IDLE, stream.message()).await {
+        Ok(message) => message,
+        Err(_) => Err(Status::deadline_exceeded("the snapshot stream stalled")),
+    }
+}
+
+/// Client connections, one lazily connected channel per peer URL.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Channels {
+    cache: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    pub(crate) fn client(&self, node: &Node) -> Result<RaftPeerClient<Channel>, String> {
+        let url = node.urls.first().ok_or("the member has no peer URL")?;
+        let mut cache = self.cache.lock();
+        let channel = match cache.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("peer URL {url}: {e}"))?
+                    .connect_timeout(Duration::from_secs(3))
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(20))
+                    .keep_alive_while_idle(true)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                cache.insert(url.clone(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftPeerClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    }
+}
+
+/// Sends one unary RPC: encodes `req`, calls, decodes the remote result.
+pub(crate) async fn unary<Req, Resp, F, Fut>(req: &Req, timeout: Duration, call: F) -> Result<Resp, String>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    F: FnOnce(Payload) -> Fut,
+    Fut: Future<Output = Result<Response<Payload>, Status>>,
+{
+    let payload = Payload { data: encode(req).map_err(|e| e.to_string())? };
+    let response = match tokio::time::timeout(timeout, call(payload)).await {
+        Ok(response) => response.map_err(|s| format!("{}: {}", s.code(), s.message()))?,
+        Err(_) => return Err(format!("no answer within {timeout:?}")),
+    };
+    let result: Result<Resp, String> = decode(&response.into_inner().data).map_err(|e| e.to_string())?;
+    result
+}
+
+/// Streams `snapshot` to a peer.
+pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
+    mut client: RaftPeerClient<Channel>,
+    vote: Vote,
+    snapshot: Snapshot,
+) -> Result<Resp, String> {
+    let header = encode(&(vote, &snapshot.meta)).map_err(|e| e.to_string())?;
+    let dir = snapshot.snapshot.path.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+    let producer = tokio::spawn(async move {
+        let send = |kind| tx.send(SnapshotChunk { kind: Some(kind) });
+        send(ChunkKind::Header(header)).await.map_err(|_| "the stream closed".to_string())?;
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| e.to_string())?;
+        while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        for name in names {
+            let mut file = tokio::fs::File::open(dir.join(&name)).await.map_err(|e| e.to_string())?;
+            let size = file.metadata().await.map_err(|e| e.to_string())?.len();
+            send(ChunkKind::File(FileStart { name, size })).await.map_err(|_| "the stream closed".to_string())?;
+            loop {
+                let mut buf = vec![0; CHUNK];
+                let n = file.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                send(ChunkKind::Data(buf)).await.map_err(|_| "the stream closed".to_string())?;
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let response = client
+        .snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()));
+    let produced = producer.await.map_err(|e| e.to_string())?;
+    let response = response?;
+    produced?;
+    let result: Result<Resp, String> = decode(&response.into_inner().data).map_err(|e| e.to_string())?;
+    result
+}
