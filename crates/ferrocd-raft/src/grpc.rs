@@ -87,6 +87,11 @@ impl RaftPeer for PeerService {
         reply(&self.inbound.pre_vote(rpc).await)
     }
 
+    async fn read_index(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let () = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.read_index().await)
+    }
+
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Payload>, Status> {
         let mut stream = request.into_inner();
         let Some(SnapshotChunk { kind: Some(ChunkKind::Header(header)) }) = next_chunk(&mut stream).await? else {

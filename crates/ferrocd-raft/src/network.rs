@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use openraft::error::{RPCError, StreamingError, Unreachable};
+use openraft::ReadPolicy;
+use openraft::error::{LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
@@ -51,6 +52,20 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>>;
     fn pre_vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>>;
     fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>>;
+    /// As the leader: confirms leadership with a quorum and answers the index a read must
+    /// wait for (ReadIndex).
+    fn read_index(&self) -> BoxFuture<ReadIndex>;
+}
+
+/// The answer to a ReadIndex request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ReadIndex {
+    /// Apply up to this index, then read.
+    Ready(u64),
+    /// The member asked is not the leader (it names the one it knows).
+    NotLeader(Option<(NodeId, Node)>),
+    /// The leader could not confirm its leadership with a quorum.
+    NoQuorum,
 }
 
 impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
@@ -72,6 +87,20 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>> {
         let raft = self.clone();
         Box::pin(async move { raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()) })
+    }
+
+    fn read_index(&self) -> BoxFuture<ReadIndex> {
+        let raft = self.clone();
+        Box::pin(async move {
+            match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                Ok((read, _)) => Ok(ReadIndex::Ready(read.index())),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    Ok(ReadIndex::NotLeader(f.leader_id.zip(f.leader_node)))
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Ok(ReadIndex::NoQuorum),
+                Err(RaftError::Fatal(f)) => Err(f.to_string()),
+            }
+        })
     }
 }
 
@@ -126,6 +155,28 @@ impl Client {
         match &self.kind {
             Kind::Mem { router, from } => self.inbound(*from, router).await?.snapshot(vote, snapshot).await,
             Kind::Grpc(channels) => grpc::send_snapshot(channels.client(&self.node)?, vote, snapshot).await,
+        }
+    }
+}
+
+/// Asks member `to` (the leader, as far as the caller knows) for a read index.
+pub(crate) async fn read_index(
+    kind: &Kind,
+    to: NodeId,
+    node: &Node,
+    timeout: std::time::Duration,
+) -> Result<ReadIndex, String> {
+    match kind {
+        Kind::Mem { router, from } => {
+            let inbound = router.deliver(*from, to).await?;
+            match tokio::time::timeout(timeout, inbound.read_index()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
+        }
+        Kind::Grpc(channels) => {
+            let mut client = channels.client(node)?;
+            grpc::unary(&(), timeout, |p| async move { client.read_index(p).await }).await
         }
     }
 }

@@ -12,7 +12,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadE
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 
 use crate::log_store::LogStore;
-use crate::network::{Kind, Network};
+use crate::network::{self, Kind, Network, ReadIndex};
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
@@ -56,6 +56,9 @@ pub enum Error {
     /// Another membership change has not finished yet.
     #[error("a membership change is in progress")]
     ChangeInProgress,
+    /// The leader did not answer, or this member did not catch up, in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The member is not in the cluster (or not a learner, for a promotion).
     #[error("member {0} not found")]
     MemberNotFound(NodeId),
@@ -110,6 +113,8 @@ pub struct RaftNode<A: Apply> {
     sm_alive: std::sync::Weak<()>,
     /// Membership changes one at a time (openraft refuses overlapping ones).
     changes: tokio::sync::Mutex<()>,
+    /// How long a read barrier waits for the leader and for this member to catch up.
+    request_timeout: Duration,
 }
 
 impl<A: Apply> std::fmt::Debug for RaftNode<A> {
@@ -176,7 +181,8 @@ impl<A: Apply> RaftNode<A> {
         if let Kind::Mem { router, .. } = &network.kind {
             router.register(id, Arc::new(raft.clone()));
         }
-        Ok(Self { id, raft, network, snapshots, sm_alive, changes: tokio::sync::Mutex::new(()) })
+        let request_timeout = config.election_timeout * 5;
+        Ok(Self { id, raft, network, snapshots, sm_alive, changes: tokio::sync::Mutex::new(()), request_timeout })
     }
 
     pub fn id(&self) -> NodeId {
@@ -220,20 +226,42 @@ impl<A: Apply> RaftNode<A> {
             .map_err(|_| Error::Stopped("the state machine's response has another type".into()))
     }
 
-    /// A read barrier (ReadIndex): returns once this member, as leader, has confirmed its
-    /// leadership with a quorum and applied everything committed before the call; reads of
-    /// local state after it are linearizable. Answers the applied index.
+    /// A read barrier (ReadIndex): returns once the leader has confirmed its leadership with a
+    /// quorum and this member (leader or follower) has applied everything committed before the
+    /// call; reads of local state after it are linearizable. A follower asks the leader for the
+    /// index over the peer transport. Answers the applied index.
     ///
     /// # Errors
-    /// [`Error::NotLeader`]; [`Error::NoQuorum`].
+    /// [`Error::NotLeader`] when no leader is known (or the one asked has stepped down);
+    /// [`Error::NoQuorum`]; [`Error::Timeout`] when the leader does not answer or this member
+    /// does not catch up in time.
     pub async fn read_barrier(&self) -> Result<u64, Error> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(self.status().applied),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+        let status = self.status();
+        let index = if status.leader == Some(self.id) {
+            match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                Ok((read, _)) => read.index(),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    return Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) });
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => return Err(Error::NoQuorum),
+                Err(RaftError::Fatal(f)) => return Err(stopped(f)),
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(Error::NoQuorum),
-            Err(RaftError::Fatal(f)) => Err(stopped(f)),
+        } else {
+            let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
+            let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));
+            let node = node.cloned().ok_or(Error::NotLeader { leader: None })?;
+            match network::read_index(&self.network.kind, leader, &node, self.request_timeout).await {
+                Ok(ReadIndex::Ready(index)) => index,
+                Ok(ReadIndex::NotLeader(leader)) => return Err(Error::NotLeader { leader }),
+                Ok(ReadIndex::NoQuorum) => return Err(Error::NoQuorum),
+                Err(e) => return Err(Error::Timeout(format!("asking leader {leader} for a read index: {e}"))),
+            }
+        };
+        match self.wait_until(self.request_timeout, |s| s.applied >= index || s.role == Role::Stopped).await {
+            Ok(s) if s.role == Role::Stopped => Err(Error::Stopped("raft stopped".into())),
+            Ok(s) => Ok(s.applied),
+            Err(Error::Stopped(e)) if self.status().role != Role::Stopped => Err(Error::Timeout(e)),
+            Err(e) => Err(e),
         }
     }
 

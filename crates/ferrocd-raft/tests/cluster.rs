@@ -83,6 +83,10 @@ async fn a_partitioned_minority_refuses_and_then_converges() {
     let new = cluster.leader_among(&majority).await;
     cluster.members[&new].node.propose(MemKv::set("during", "v")).await.unwrap();
     cluster.members[&new].node.read_barrier().await.unwrap();
+    // A follower on the majority side serves linearizable reads through a read index.
+    let follower = majority.iter().copied().find(|&id| id != new).unwrap();
+    cluster.members[&follower].node.read_barrier().await.unwrap();
+    assert_eq!(cluster.members[&follower].kv.get("during").as_deref(), Some("v"));
     // The cut-off old leader can neither confirm a read nor commit a write.
     let minority = &cluster.members[&old].node;
     let read = tokio::time::timeout(Duration::from_secs(2), minority.read_barrier()).await;

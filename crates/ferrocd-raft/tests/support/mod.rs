@@ -107,9 +107,15 @@ impl TestCluster {
 
     /// Proposes through the leader, retrying while leadership moves.
     pub async fn put(&self, key: &str, value: &str) -> Result<Option<String>, Error> {
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        self.put_among(&ids, key, value).await
+    }
+
+    /// Proposes through the leader among `ids`, retrying while leadership moves.
+    pub async fn put_among(&self, ids: &[NodeId], key: &str, value: &str) -> Result<Option<String>, Error> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let leader = self.leader().await;
+            let leader = self.leader_among(ids).await;
             match self.members[&leader].node.propose(MemKv::set(key, value)).await {
                 Err(Error::NotLeader { .. }) if tokio::time::Instant::now() < deadline => {}
                 other => return other,
