@@ -166,6 +166,24 @@ pub(crate) fn record_key(rev: Revision, tombstone: bool) -> Vec<u8> {
     key
 }
 
+/// Reads the store's state from `engine`: the index of every record, the current and compacted
+/// revisions, and the last scheduled compaction with the last finished one.
+fn load(engine: &impl Engine) -> Result<(State, Option<(i64, Option<i64>)>)> {
+    let meta =
+        |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
+    let mut index = KeyIndex::default();
+    let mut last = 1;
+    for_each_record(engine, None, |_, _, key, entry| {
+        last = last.max(entry.rev.main);
+        index.push(&key, entry);
+    })?;
+    let current = meta(META_CURRENT)?.unwrap_or(1).max(last);
+    let scheduled = meta(META_SCHEDULED_COMPACT)?;
+    let finished = meta(META_FINISHED_COMPACT)?;
+    let compacted = scheduled.unwrap_or(-1);
+    Ok((State { index, current, compacted }, scheduled.map(|at| (at, finished))))
+}
+
 impl<E: Engine> KvStore<E> {
     /// The buckets the engine must be opened with.
     pub const BUCKETS: &'static [Bucket] = &[KEY_BUCKET, META_BUCKET];
@@ -176,35 +194,45 @@ impl<E: Engine> KvStore<E> {
     /// # Errors
     /// Engine failures; [`Error::Corrupt`] for undecodable data.
     pub fn open(engine: Arc<E>, options: Options) -> Result<Self> {
-        let meta =
-            |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
-        let mut index = KeyIndex::default();
-        let mut last = 1;
-        for_each_record(&*engine, None, |_, _, key, entry| {
-            last = last.max(entry.rev.main);
-            index.push(&key, entry);
-        })?;
-        let current = meta(META_CURRENT)?.unwrap_or(1).max(last);
-        let scheduled = meta(META_SCHEDULED_COMPACT)?;
-        let finished = meta(META_FINISHED_COMPACT)?;
-        let compacted = scheduled.unwrap_or(-1);
+        let (state, scheduled) = load(&*engine)?;
         let store = Self {
+            published: AtomicI64::new(state.current),
             engine,
-            state: RwLock::new(State { index, current, compacted }),
-            published: AtomicI64::new(current),
+            state: RwLock::new(state),
             compactor: Mutex::new(()),
             options,
         };
-        // Always re-plan the last scheduled compaction: it is idempotent, and it also removes
-        // what an earlier job left behind if jobs finished out of order before a crash.
-        if let Some(at) = scheduled {
+        store.finish_compaction(scheduled)?;
+        Ok(store)
+    }
+
+    /// Rebuilds the store from the engine, after the engine's buckets were replaced underneath
+    /// it (a replication snapshot installed): readers see the new contents from then on.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn reload(&self) -> Result<()> {
+        let _compactor = self.compactor.lock();
+        let (loaded, scheduled) = load(&*self.engine)?;
+        let mut state = self.state.write();
+        self.published.store(loaded.current, Ordering::Release);
+        *state = loaded;
+        drop(state);
+        drop(_compactor);
+        self.finish_compaction(scheduled)
+    }
+
+    /// Re-plans the last scheduled compaction: it is idempotent, and it also removes what an
+    /// earlier job left behind if jobs finished out of order before a crash.
+    fn finish_compaction(&self, scheduled: Option<(i64, Option<i64>)>) -> Result<()> {
+        if let Some((at, finished)) = scheduled {
             if finished.is_none_or(|f| f < at) {
                 tracing::info!(revision = at, "finishing an interrupted compaction");
             }
-            let job = compact::plan(&mut store.state.write().index, at);
-            job.run(&store)?;
+            let job = compact::plan(&mut self.state.write().index, at);
+            job.run(self)?;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// The engine underneath.

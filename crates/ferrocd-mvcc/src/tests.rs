@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferrocd_engine::{MemEngine, ReadView, Scan, WriteBatch};
+use ferrocd_engine::{Engine, MemEngine, ReadView, Scan, WriteBatch};
 use ferrocd_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest, compare, request_op,
 };
@@ -103,6 +103,37 @@ fn compaction_removes_history_from_the_engine() {
     assert_eq!(stored_revisions(s.engine()), 1, "only the live revision of k is left");
     assert_eq!(s.stats().revisions, 1);
     assert_eq!(s.range(&testing::get_req("k")).unwrap().kvs[0].value, b"9");
+}
+
+#[test]
+fn reload_takes_on_contents_replaced_underneath() {
+    let source = store();
+    for i in 0..6 {
+        source.put(testing::put_req(&format!("k{}", i % 3), &i.to_string())).unwrap();
+    }
+    source.compact(CompactionRequest { revision: 3, physical: true }).unwrap();
+    let target = store();
+    target.put(testing::put_req("stale", "x")).unwrap();
+    // Replace every bucket of the target's engine with the source's, as a snapshot install does.
+    let mut batch = WriteBatch::new();
+    for bucket in KvStore::<MemEngine>::BUCKETS {
+        batch.delete_range(*bucket, Vec::new(), vec![0xff; 32]);
+        source
+            .engine()
+            .scan(*bucket, &[], None, false, &mut |k, v| {
+                batch.put(*bucket, k.to_vec(), v.to_vec());
+                Ok(Scan::Continue)
+            })
+            .unwrap();
+    }
+    target.engine().write(batch, true).unwrap();
+    target.reload().unwrap();
+    assert_eq!(target.current_revision(), source.current_revision());
+    assert_eq!(target.compact_revision(), 3);
+    assert_eq!(target.stats(), source.stats());
+    let all = testing::range_req("\0", "\0");
+    assert_eq!(target.range(&all).unwrap().kvs, source.range(&all).unwrap().kvs);
+    assert_eq!(target.hash_kv(0).unwrap(), source.hash_kv(0).unwrap());
 }
 
 #[test]

@@ -87,6 +87,11 @@ impl RaftPeer for PeerService {
         reply(&self.inbound.pre_vote(rpc).await)
     }
 
+    async fn submit(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let command: Vec<u8> = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.submit(command).await)
+    }
+
     async fn read_index(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let () = decode(&request.into_inner().data).map_err(invalid)?;
         reply(&self.inbound.read_index().await)

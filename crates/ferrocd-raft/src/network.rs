@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use openraft::ReadPolicy;
-use openraft::error::{LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
+use openraft::error::{ClientWriteError, LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
@@ -55,6 +55,17 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// As the leader: confirms leadership with a quorum and answers the index a read must
     /// wait for (ReadIndex).
     fn read_index(&self) -> BoxFuture<ReadIndex>;
+    /// As the leader: proposes `command` and answers once it is applied here.
+    fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted>;
+}
+
+/// The answer to a Submit request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Submitted {
+    Applied,
+    NotLeader(Option<(NodeId, Node)>),
+    /// The outcome is unknown (a leader change discarded or may have discarded it).
+    Unknown(String),
 }
 
 /// The answer to a ReadIndex request.
@@ -87,6 +98,19 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>> {
         let raft = self.clone();
         Box::pin(async move { raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()) })
+    }
+
+    fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted> {
+        let raft = self.clone();
+        Box::pin(async move {
+            match raft.client_write(crate::types::Command(command)).await {
+                Ok(_) => Ok(Submitted::Applied),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Ok(Submitted::NotLeader(f.leader_id.zip(f.leader_node)))
+                }
+                Err(e) => Ok(Submitted::Unknown(e.to_string())),
+            }
+        })
     }
 
     fn read_index(&self) -> BoxFuture<ReadIndex> {
@@ -177,6 +201,29 @@ pub(crate) async fn read_index(
         Kind::Grpc(channels) => {
             let mut client = channels.client(node)?;
             grpc::unary(&(), timeout, |p| async move { client.read_index(p).await }).await
+        }
+    }
+}
+
+/// Hands `command` to member `to` (the leader, as far as the caller knows) to propose.
+pub(crate) async fn submit(
+    kind: &Kind,
+    to: NodeId,
+    node: &Node,
+    command: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<Submitted, String> {
+    match kind {
+        Kind::Mem { router, from } => {
+            let inbound = router.deliver(*from, to).await?;
+            match tokio::time::timeout(timeout, inbound.submit(command)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
+        }
+        Kind::Grpc(channels) => {
+            let mut client = channels.client(node)?;
+            grpc::unary(&command, timeout, |p| async move { client.submit(p).await }).await
         }
     }
 }

@@ -12,7 +12,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadE
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 
 use crate::log_store::LogStore;
-use crate::network::{self, Kind, Network, ReadIndex};
+use crate::network::{self, Kind, Network, ReadIndex, Submitted};
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
@@ -101,6 +101,8 @@ pub struct Status {
     pub purged: u64,
     /// The membership in effect (the latest one in the log).
     pub members: Members,
+    /// On the leader: the last log index known replicated to each member (itself included).
+    pub matched: BTreeMap<NodeId, u64>,
 }
 
 /// One member's Raft.
@@ -226,6 +228,29 @@ impl<A: Apply> RaftNode<A> {
             .map_err(|_| Error::Stopped("the state machine's response has another type".into()))
     }
 
+    /// Replicates `command` from any member: the leader proposes it, a follower hands it to
+    /// the leader. Returns once it is applied on the leader, without the application's response
+    /// (for commands whose effect the caller only needs to have happened).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when no leader is known; [`Error::Discarded`] or
+    /// [`Error::Timeout`] when the outcome is unknown.
+    pub async fn submit(&self, command: Vec<u8>) -> Result<(), Error> {
+        let status = self.status();
+        if status.leader == Some(self.id) {
+            return self.propose(command).await.map(drop);
+        }
+        let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
+        let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));
+        let node = node.cloned().ok_or(Error::NotLeader { leader: None })?;
+        match network::submit(&self.network.kind, leader, &node, command, self.request_timeout).await {
+            Ok(Submitted::Applied) => Ok(()),
+            Ok(Submitted::NotLeader(leader)) => Err(Error::NotLeader { leader }),
+            Ok(Submitted::Unknown(_)) => Err(Error::Discarded),
+            Err(e) => Err(Error::Timeout(format!("handing a command to leader {leader}: {e}"))),
+        }
+    }
+
     /// A read barrier (ReadIndex): returns once the leader has confirmed its leadership with a
     /// quorum and this member (leader or follower) has applied everything committed before the
     /// call; reads of local state after it are linearizable. A follower asks the leader for the
@@ -340,6 +365,11 @@ impl<A: Apply> RaftNode<A> {
             applied: metrics.last_applied.as_ref().map_or(0, |a| a.index),
             purged: metrics.purged.as_ref().map_or(0, |p| p.index),
             members: Members::from_membership(metrics.membership_config.membership()),
+            matched: metrics
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, log)| (*id, log.as_ref().map_or(0, |l| l.index))).collect())
+                .unwrap_or_default(),
         }
     }
 

@@ -233,6 +233,29 @@ pub mod raft_peer_client {
                 .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "ReadIndex"));
             self.inner.unary(req, path, codec).await
         }
+        /// A command a follower hands to the leader to propose; answers once it is committed (without
+        /// the application's response).
+        pub async fn submit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocd.raft.v1.RaftPeer/Submit",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "Submit"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -269,6 +292,12 @@ pub mod raft_peer_server {
         /// Asked of the leader by a follower serving a linearizable read: the leader confirms its
         /// leadership with a quorum and answers the log index the follower must apply before reading.
         async fn read_index(
+            &self,
+            request: tonic::Request<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
+        /// A command a follower hands to the leader to propose; answers once it is committed (without
+        /// the application's response).
+        async fn submit(
             &self,
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
@@ -553,6 +582,49 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReadIndexSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocd.raft.v1.RaftPeer/Submit" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubmitSvc<T: RaftPeer>(pub Arc<T>);
+                    impl<T: RaftPeer> tonic::server::UnaryService<super::Payload>
+                    for SubmitSvc<T> {
+                        type Response = super::Payload;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Payload>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftPeer>::submit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubmitSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
