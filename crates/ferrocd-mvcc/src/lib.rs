@@ -166,9 +166,12 @@ pub(crate) fn record_key(rev: Revision, tombstone: bool) -> Vec<u8> {
     key
 }
 
+/// The last scheduled compaction revision, with the last finished one.
+type Scheduled = (i64, Option<i64>);
+
 /// Reads the store's state from `engine`: the index of every record, the current and compacted
 /// revisions, and the last scheduled compaction with the last finished one.
-fn load(engine: &impl Engine) -> Result<(State, Option<(i64, Option<i64>)>)> {
+fn load(engine: &impl Engine) -> Result<(State, Option<Scheduled>)> {
     let meta =
         |key: &[u8]| -> Result<Option<i64>> { engine.get(META_BUCKET, key)?.map(|v| decode_i64(&v)).transpose() };
     let mut index = KeyIndex::default();
@@ -224,7 +227,7 @@ impl<E: Engine> KvStore<E> {
 
     /// Re-plans the last scheduled compaction: it is idempotent, and it also removes what an
     /// earlier job left behind if jobs finished out of order before a crash.
-    fn finish_compaction(&self, scheduled: Option<(i64, Option<i64>)>) -> Result<()> {
+    fn finish_compaction(&self, scheduled: Option<Scheduled>) -> Result<()> {
         if let Some((at, finished)) = scheduled {
             if finished.is_none_or(|f| f < at) {
                 tracing::info!(revision = at, "finishing an interrupted compaction");

@@ -87,6 +87,11 @@ impl RaftPeer for PeerService {
         reply(&self.inbound.pre_vote(rpc).await)
     }
 
+    async fn transfer_leader(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let req = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.transfer_leader(req).await)
+    }
+
     async fn submit(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let command: Vec<u8> = decode(&request.into_inner().data).map_err(invalid)?;
         reply(&self.inbound.submit(command).await)

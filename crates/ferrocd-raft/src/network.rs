@@ -6,7 +6,10 @@ use std::sync::Arc;
 use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
 use crate::grpc::{self, Channels};
@@ -55,6 +58,7 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// As the leader: confirms leadership with a quorum and answers the index a read must
     /// wait for (ReadIndex).
     fn read_index(&self) -> BoxFuture<ReadIndex>;
+    fn transfer_leader(&self, req: TransferLeaderRequest<TypeConfig>) -> BoxFuture<TransferLeaderResponse<TypeConfig>>;
     /// As the leader: proposes `command` and answers once it is applied here.
     fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted>;
 }
@@ -98,6 +102,11 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>> {
         let raft = self.clone();
         Box::pin(async move { raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()) })
+    }
+
+    fn transfer_leader(&self, req: TransferLeaderRequest<TypeConfig>) -> BoxFuture<TransferLeaderResponse<TypeConfig>> {
+        let raft = self.clone();
+        Box::pin(async move { raft.handle_transfer_leader(req).await.map_err(|e| e.to_string()) })
     }
 
     fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted> {
@@ -171,6 +180,20 @@ impl Client {
             (Kind::Grpc(channels), Call::PreVote(req)) => {
                 let mut client = channels.client(&self.node)?;
                 grpc::unary(&req, ttl, |p| async move { client.pre_vote(p).await }).await
+            }
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: TransferLeaderRequest<TypeConfig>,
+        ttl: std::time::Duration,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, String> {
+        match &self.kind {
+            Kind::Mem { router, from } => self.inbound(*from, router).await?.transfer_leader(req).await,
+            Kind::Grpc(channels) => {
+                let mut client = channels.client(&self.node)?;
+                grpc::unary(&req, ttl, |p| async move { client.transfer_leader(p).await }).await
             }
         }
     }
@@ -265,6 +288,14 @@ impl RaftNetworkV2<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Client::vote(self, Call::PreVote(rpc), option.hard_ttl()).await.map_err(unreachable)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Client::transfer_leader(self, req, option.hard_ttl()).await.map_err(unreachable)
     }
 
     async fn full_snapshot(

@@ -125,6 +125,16 @@ impl<A: Apply> std::fmt::Debug for RaftNode<A> {
     }
 }
 
+fn role(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Follower => Role::Follower,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Stopped,
+    }
+}
+
 fn stopped(e: impl std::fmt::Display) -> Error {
     Error::Stopped(e.to_string())
 }
@@ -313,6 +323,23 @@ impl<A: Apply> RaftNode<A> {
             .map(drop)
     }
 
+    /// Replaces how member `id` is reached (its peer URLs).
+    ///
+    /// # Errors
+    /// [`Error::MemberNotFound`]; [`Error::NotLeader`].
+    pub async fn update(&self, id: NodeId, node: Node) -> Result<(), Error> {
+        let _one = self.changes.lock().await;
+        let members = self.status().members;
+        if !members.voters.contains_key(&id) && !members.learners.contains_key(&id) {
+            return Err(Error::MemberNotFound(id));
+        }
+        self.raft
+            .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
+            .await
+            .map_err(write_error)
+            .map(drop)
+    }
+
     /// Removes member `id`, voter or learner.
     ///
     /// # Errors
@@ -346,18 +373,27 @@ impl<A: Apply> RaftNode<A> {
         self.raft.trigger().snapshot().await.map_err(stopped)
     }
 
+    /// The leader this member knows of (cheaper than [`Self::status`]).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The current term (cheaper than [`Self::status`]).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// This member's role (cheaper than [`Self::status`]).
+    pub fn role(&self) -> Role {
+        role(self.raft.metrics().borrow_watched().state)
+    }
+
     /// This member's view of the cluster.
     pub fn status(&self) -> Status {
         let metrics = self.raft.metrics().borrow_watched().clone();
         Status {
             id: self.id,
-            role: match metrics.state {
-                ServerState::Leader => Role::Leader,
-                ServerState::Candidate => Role::Candidate,
-                ServerState::Follower => Role::Follower,
-                ServerState::Learner => Role::Learner,
-                ServerState::Shutdown => Role::Stopped,
-            },
+            role: role(metrics.state),
             leader: metrics.current_leader,
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),

@@ -35,7 +35,8 @@ async fn three_members_replicate_and_followers_name_the_leader() {
         }
         other => panic!("a follower accepted a proposal: {other:?}"),
     }
-    assert!(matches!(cluster.members[&follower].node.read_barrier().await, Err(Error::NotLeader { .. })));
+    // A follower serves linearizable reads through a read index from the leader.
+    assert!(cluster.members[&follower].node.read_barrier().await.unwrap() >= index);
     assert!(cluster.members[&leader].node.read_barrier().await.unwrap() >= index);
     let status = cluster.members[&leader].node.status();
     assert_eq!(status.members.voters.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
@@ -80,13 +81,17 @@ async fn a_partitioned_minority_refuses_and_then_converges() {
     let majority: Vec<NodeId> = cluster.members.keys().copied().filter(|&id| id != old).collect();
     cluster.router.partition(&[&[old], &majority]);
     // The majority elects a leader and keeps serving.
-    let new = cluster.leader_among(&majority).await;
-    cluster.members[&new].node.propose(MemKv::set("during", "v")).await.unwrap();
-    cluster.members[&new].node.read_barrier().await.unwrap();
-    // A follower on the majority side serves linearizable reads through a read index.
-    let follower = majority.iter().copied().find(|&id| id != new).unwrap();
-    cluster.members[&follower].node.read_barrier().await.unwrap();
-    assert_eq!(cluster.members[&follower].kv.get("during").as_deref(), Some("v"));
+    cluster.put_among(&majority, "during", "v").await.unwrap();
+    // Both majority members, leader and follower (through a read index), serve linearizable
+    // reads (retried while a fresh leadership settles).
+    for &id in &majority {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Err(e) = cluster.members[&id].node.read_barrier().await {
+            assert!(tokio::time::Instant::now() < deadline, "member {id} serves no linearizable read: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(cluster.members[&id].kv.get("during").as_deref(), Some("v"));
+    }
     // The cut-off old leader can neither confirm a read nor commit a write.
     let minority = &cluster.members[&old].node;
     let read = tokio::time::timeout(Duration::from_secs(2), minority.read_barrier()).await;
@@ -180,4 +185,19 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     // The log it missed was purged: it caught up by installing a snapshot.
     assert!(kv.installs() >= 1, "applied {} entries one by one, installed no snapshot", kv.applied().len());
     applied_once(kv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_member_asked_for() {
+    let cluster = TestCluster::new(&[1, 2, 3], 1000).await;
+    cluster.put("k", "v").await.unwrap();
+    for _ in 0..3 {
+        let leader = cluster.leader().await;
+        let target = cluster.members.keys().copied().find(|&id| id != leader).unwrap();
+        cluster.members[&leader].node.transfer_leader(target).await.unwrap();
+        for member in cluster.members.values() {
+            member.node.wait_until(WAIT, |s| s.leader == Some(target)).await.unwrap();
+        }
+        cluster.put("k", "w").await.unwrap();
+    }
 }

@@ -77,6 +77,15 @@ pub struct Config {
     /// Where logs go: `default` or `stderr`, `stdout`, or file paths (comma-separated).
     #[arg(long = "log-outputs", env = "ETCD_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long = "heartbeat-interval", env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long = "election-timeout", env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long = "snapshot-count", env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -89,14 +98,12 @@ pub enum ConfigError {
     BadUrl { flag: &'static str, url: String, why: String },
     #[error("--initial-cluster {0:?} is not of the form name=url[,name=url...]")]
     BadInitialCluster(String),
-    #[error(
-        "--initial-cluster names {members:?}, but this build runs single-member clusters only: it must name exactly this member ({name:?})"
-    )]
-    NotSingleMember { name: String, members: Vec<String> },
+    #[error("couldn't find local name {name:?} in the initial cluster configuration")]
+    NotInCluster { name: String },
     #[error("--initial-cluster has {cluster:?} for {name:?} but --initial-advertise-peer-urls is {advertised:?}")]
     PeerUrlMismatch { name: String, cluster: Vec<String>, advertised: Vec<String> },
-    #[error("--initial-cluster-state=existing joins a running cluster, which this build cannot do yet")]
-    ExistingCluster,
+    #[error("--election-timeout[{election}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat}ms]")]
+    BadTimeouts { election: u64, heartbeat: u64 },
     #[error("--max-txn-ops must be at least 1")]
     NoTxnOps,
 }
@@ -188,29 +195,43 @@ impl Config {
     /// Each unsupported or inconsistent setting, with the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.client_listen_addrs()?;
-        for url in split(&self.listen_peer_urls) {
-            parse_url("--listen-peer-urls", &url)?;
-        }
+        self.peer_listen_addrs()?;
         if self.max_txn_ops == 0 {
             return Err(ConfigError::NoTxnOps);
         }
-        let members = self.initial_members()?;
-        if members.len() != 1 || members[0].0 != self.name {
-            return Err(ConfigError::NotSingleMember {
-                name: self.name.clone(),
-                members: members.into_iter().map(|(n, _)| n).collect(),
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::BadTimeouts {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
             });
         }
-        let (mut cluster, mut advertised) = (members[0].1.clone(), self.advertise_peer_urls());
+        let members = self.initial_members()?;
+        let Some((_, urls)) = members.iter().find(|(n, _)| *n == self.name) else {
+            return Err(ConfigError::NotInCluster { name: self.name.clone() });
+        };
+        let (mut cluster, mut advertised) = (urls.clone(), self.advertise_peer_urls());
         cluster.sort();
         advertised.sort();
         if cluster != advertised {
             return Err(ConfigError::PeerUrlMismatch { name: self.name.clone(), cluster, advertised });
         }
-        if self.initial_cluster_state == "existing" {
-            return Err(ConfigError::ExistingCluster);
-        }
         Ok(())
+    }
+
+    /// The addresses to serve peers on.
+    ///
+    /// # Errors
+    /// A URL that is not `http://host:port` or does not resolve.
+    pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for url in split(&self.listen_peer_urls) {
+            for addr in parse_url("--listen-peer-urls", &url)? {
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// What `--version` prints: etcd's lines (tools parse `etcd Version:`), then ferrocd's.
@@ -301,16 +322,29 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_clusters_are_refused_clearly() {
-        let c =
-            parse(&["--name", "a", "--initial-cluster", "a=http://localhost:2380,b=http://localhost:2381"]).unwrap();
-        assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));
+    fn cluster_command_lines_are_checked() {
+        let c = parse(&[
+            "--name",
+            "b",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2381",
+            "--initial-cluster",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382",
+            "--initial-cluster-state",
+            "existing",
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.initial_members().unwrap().len(), 3);
         let c = parse(&["--name", "a", "--initial-cluster", "b=http://localhost:2380"]).unwrap();
-        assert!(matches!(c.validate(), Err(ConfigError::NotSingleMember { .. })));
+        assert!(matches!(c.validate(), Err(ConfigError::NotInCluster { .. })));
         let c = parse(&["--name", "a", "--initial-cluster", "a=http://127.0.0.1:9"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::PeerUrlMismatch { .. })));
-        let c = parse(&["--initial-cluster-state", "existing"]).unwrap();
-        assert!(matches!(c.validate(), Err(ConfigError::ExistingCluster)));
+        let c = parse(&["--election-timeout", "400", "--heartbeat-interval", "100"]).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
         let c = parse(&["--listen-client-urls", "https://127.0.0.1:2379"]).unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::BadUrl { .. })));
         let c = parse(&["--initial-cluster", "nonsense"]).unwrap();

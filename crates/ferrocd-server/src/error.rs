@@ -14,6 +14,17 @@ pub enum ServerError {
     NoSpace,
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// This member is not the leader; `urls` reach the leader's peer listener.
+    #[error("etcdserver: leader changed")]
+    NotLeader { id: u64, urls: Vec<String> },
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: rpc not supported for learner")]
+    Learner,
     /// The storage failed; the server stops serving writes.
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
@@ -29,7 +40,12 @@ impl From<ServerError> for Status {
             ServerError::Mvcc(m) => code(m.code()),
             ServerError::RequestTooLarge => Code::InvalidArgument,
             ServerError::NoSpace => Code::ResourceExhausted,
-            ServerError::Stopped => Code::Unavailable,
+            ServerError::Stopped
+            | ServerError::NotLeader { .. }
+            | ServerError::NoLeader
+            | ServerError::LeaderChanged
+            | ServerError::Timeout => Code::Unavailable,
+            ServerError::Learner => Code::FailedPrecondition,
             ServerError::Storage(_) => Code::Internal,
         };
         Status::new(c, e.to_string())

@@ -12,17 +12,23 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod logging;
+pub mod replica;
 pub mod services;
 pub mod storage;
 pub mod write_path;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{KvStore, Options};
+use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -30,27 +36,58 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
+use replica::{KvMachine, LogCommand, MemberAttrs, RaftWritePath, log_command};
+use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::maintenance::MaintenanceService;
-use services::{Shared, SizeCache};
-use write_path::LocalWritePath;
+use services::{PeerChannels, Shared, SizeCache};
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+type Listeners = JoinSet<Result<(), tonic::transport::Error>>;
 
 /// A started server.
 #[derive(Debug)]
 pub struct Server {
     client_addrs: Vec<SocketAddr>,
+    peer_addrs: Vec<SocketAddr>,
     member_id: u64,
-    cluster_id: u64,
     stop: watch::Sender<bool>,
-    listeners: JoinSet<Result<(), tonic::transport::Error>>,
+    listeners: Listeners,
     kv: Arc<KvStore<RocksEngine>>,
+    node: Arc<RaftNode<KvMachine>>,
+    machine: Arc<KvMachine>,
+}
+
+/// Binds `addrs` and serves `router` on each until `stopped` turns true.
+async fn serve(
+    addrs: Vec<SocketAddr>,
+    router: &tonic::transport::server::Router,
+    stopped: &watch::Receiver<bool>,
+    listeners: &mut Listeners,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut bound = Vec::new();
+    for addr in addrs {
+        let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        bound.push(listener.local_addr()?);
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
+        let mut stopped = stopped.clone();
+        listeners.spawn(router.clone().serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    }
+    Ok(bound)
 }
 
 impl Server {
-    /// Opens the data directory and starts serving clients on every listen URL.
+    /// Opens the data directory, joins (or forms) the cluster, publishes this member's
+    /// attributes through Raft and then serves clients on every listen URL, as etcd does.
     ///
     /// # Errors
     /// An invalid configuration, a data directory that cannot be opened, an address in use.
@@ -59,63 +96,90 @@ impl Server {
         let data_dir = config.data_dir();
         let engine = storage::open_engine(&data_dir)?;
         let kv = Arc::new(KvStore::open(Arc::clone(&engine), Options { max_txn_ops: config.max_txn_ops as usize })?);
-        let fresh_member = ids::member_id(&config.advertise_peer_urls(), &config.initial_cluster_token);
-        let (member_id, cluster_id) = storage::identity(&*engine, (fresh_member, ids::cluster_id(&[fresh_member])))?;
-        let writes = LocalWritePath::start(Arc::clone(&kv), storage::applied_index(&*engine)?)?;
+        let token = &config.initial_cluster_token;
+        let initial: BTreeMap<u64, Node> = config
+            .initial_members()?
+            .into_iter()
+            .map(|(_, urls)| (ids::member_id(&urls, token), Node { urls }))
+            .collect();
+        let fresh_member = ids::member_id(&config.advertise_peer_urls(), token);
+        let fresh_cluster = ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>());
+        let fresh = if config.initial_cluster_state == "existing" && storage::stored_identity(&*engine)?.is_none() {
+            join_identity(config).await?
+        } else {
+            (fresh_member, fresh_cluster)
+        };
+        let (member_id, cluster_id) = storage::identity(&*engine, fresh)?;
+        let machine = Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id)?);
+        let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));
+        raft_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
+        raft_config.election_timeout = Duration::from_millis(config.election_timeout);
+        raft_config.snapshot_count = config.snapshot_count;
+        let node = Arc::new(
+            RaftNode::start(member_id, &raft_config, Arc::clone(&engine), Arc::clone(&machine), Network::grpc())
+                .await?,
+        );
+        // etcd's request timeout: 5 s plus two election timeouts.
+        let request_timeout = Duration::from_secs(5) + raft_config.election_timeout * 2;
         let shared = Arc::new(Shared {
             kv: Arc::clone(&kv),
-            writes,
+            writes: RaftWritePath { node: Arc::clone(&node), machine: Arc::clone(&machine) },
+            node: Arc::clone(&node),
+            machine: Arc::clone(&machine),
+            peers: PeerChannels::default(),
             member_id,
-            cluster_id,
+            cluster_token: token.clone(),
+            request_timeout,
             max_request_bytes: config.max_request_bytes as usize,
             max_txn_ops: config.max_txn_ops as usize,
             quota_bytes: config.quota_bytes(),
             db_size: SizeCache::default(),
         });
         let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+        let kv_service = KvServer::new(KvService(Arc::clone(&shared)))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX);
+        let cluster_service = ClusterServer::new(ClusterService(Arc::clone(&shared)));
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
-        let mut client_addrs = Vec::new();
+        // Peers: Raft's transport, and the services followers forward requests to.
+        let peer_router = tonic::transport::Server::builder()
+            .add_service(node.peer_service())
+            .add_service(kv_service.clone())
+            .add_service(cluster_service.clone());
+        let peer_addrs = serve(config.peer_listen_addrs()?, &peer_router, &stopped, &mut listeners).await?;
+        if config.initial_cluster_state == "new" {
+            node.bootstrap(initial).await?;
+        }
+        publish(&node, &machine, member_id, config, cluster_id).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        for addr in config.client_listen_addrs()? {
-            let listener =
-                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            client_addrs.push(listener.local_addr()?);
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                if let Ok(stream) = &conn {
-                    let _ = stream.set_nodelay(true);
-                }
-                conn
-            });
-            let router = tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
-                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-                .add_service(health_service.clone())
-                .add_service(
-                    KvServer::new(KvService(Arc::clone(&shared)))
-                        .max_decoding_message_size(max_message)
-                        .max_encoding_message_size(usize::MAX),
-                )
-                .add_service(
-                    MaintenanceServer::new(MaintenanceService(Arc::clone(&shared)))
-                        .max_decoding_message_size(max_message)
-                        .max_encoding_message_size(usize::MAX),
-                );
-            let mut stopped = stopped.clone();
-            listeners.spawn(router.serve_with_incoming_shutdown(incoming, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
-        }
+        let client_router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health_service)
+            .add_service(kv_service)
+            .add_service(cluster_service)
+            .add_service(
+                MaintenanceServer::new(MaintenanceService(Arc::clone(&shared)))
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(usize::MAX),
+            );
+        let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
         tracing::info!(
             name = %config.name,
             data_dir = %data_dir.display(),
             member_id = %format!("{member_id:x}"),
-            cluster_id = %format!("{cluster_id:x}"),
+            cluster_id = %format!("{:x}", machine.cluster_id()),
             revision = kv.current_revision(),
-            "ready to serve client requests on {client_addrs:?}"
+            "ready to serve client requests on {client_addrs:?}, peers on {peer_addrs:?}"
         );
-        Ok(Self { client_addrs, member_id, cluster_id, stop, listeners, kv })
+        Ok(Self { client_addrs, peer_addrs, member_id, stop, listeners, kv, node, machine })
+    }
+
+    /// The addresses peers reach this member on (with the ports actually bound).
+    pub fn peer_addrs(&self) -> &[SocketAddr] {
+        &self.peer_addrs
     }
 
     /// The addresses clients can reach the server on (with the ports actually bound).
@@ -128,7 +192,7 @@ impl Server {
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
+        self.machine.cluster_id()
     }
 
     /// Waits until a listener fails (it never stops on its own otherwise).
@@ -151,8 +215,101 @@ impl Server {
         while let Some(done) = self.listeners.join_next().await {
             done??;
         }
+        self.node.shutdown().await;
         self.kv.sync()?;
         tracing::info!("stopped serving");
         Ok(())
+    }
+}
+
+/// Publishes this member's name and client URLs through Raft (etcd's publish), retrying until
+/// the cluster has a leader and commits it; members added later learn them from the log.
+async fn publish(
+    node: &RaftNode<KvMachine>,
+    machine: &KvMachine,
+    member_id: u64,
+    config: &Config,
+    cluster_id: u64,
+) -> anyhow::Result<()> {
+    let attrs = MemberAttrs {
+        id: member_id,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls(),
+        cluster_id,
+    };
+    let mut attempt = 0u32;
+    loop {
+        let current = machine.member_attrs()?.remove(&member_id);
+        if current.is_some_and(|c| c.name == attrs.name && c.client_urls == attrs.client_urls) {
+            return Ok(());
+        }
+        let command = LogCommand { kind: Some(log_command::Kind::MemberAttrs(attrs.clone())) };
+        match node.submit(command.encode_to_vec()).await {
+            Ok(()) => {
+                // Applied on the leader; wait until this member has applied it too.
+                let _ = node
+                    .wait_until(Duration::from_secs(5), |_| {
+                        machine.member_attrs().is_ok_and(|m| m.get(&member_id) == Some(&attrs))
+                    })
+                    .await;
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt % 50 == 1 {
+                    tracing::warn!(error = %e, "cannot publish this member's attributes yet; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A member joining a running cluster (`--initial-cluster-state existing`) takes the ID the
+/// cluster gave it in MemberAdd: it asks the other members listed in `--initial-cluster` for
+/// their member list and finds itself by its peer URLs, as etcd does.
+async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
+    use ferrocd_proto::etcdserverpb::MemberListRequest;
+    use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
+    let mut mine = config.advertise_peer_urls();
+    mine.sort();
+    let peers: Vec<String> = config
+        .initial_members()?
+        .into_iter()
+        .filter(|(name, _)| *name != config.name)
+        .flat_map(|(_, urls)| urls)
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for url in &peers {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else { continue };
+            let Ok(Ok(channel)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                endpoint.connect_timeout(Duration::from_secs(1)).connect(),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Ok(resp) = ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await
+            else {
+                continue;
+            };
+            let resp = resp.into_inner();
+            let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
+            for member in resp.members {
+                let mut urls = member.peer_ur_ls.clone();
+                urls.sort();
+                if urls == mine {
+                    return Ok((member.id, cluster_id));
+                }
+            }
+            anyhow::bail!(
+                "this member's peer URLs {mine:?} are not in the cluster's member list; add it with MemberAdd first"
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("cannot reach any member of the cluster at {peers:?} to join it");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -15,10 +15,12 @@ pub const APPLIED_INDEX: &[u8] = b"applied_index";
 const MEMBER_ID: &[u8] = b"member_id";
 const CLUSTER_ID: &[u8] = b"cluster_id";
 
-/// Every bucket of a member's engine.
+/// Every bucket of a member's engine: the keyspace, the server's records and the Raft log,
+/// in one engine so one write-ahead log orders them all.
 pub fn buckets() -> Vec<Bucket> {
     let mut all = KvStore::<RocksEngine>::BUCKETS.to_vec();
     all.push(SERVER_BUCKET);
+    all.extend_from_slice(ferrocd_raft::BUCKETS);
     all
 }
 
@@ -48,14 +50,22 @@ fn read_u64(engine: &impl Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
 /// # Errors
 /// Engine failures.
 pub fn identity(engine: &impl Engine, fresh: (u64, u64)) -> anyhow::Result<(u64, u64)> {
-    if let (Some(member), Some(cluster)) = (read_u64(engine, MEMBER_ID)?, read_u64(engine, CLUSTER_ID)?) {
-        return Ok((member, cluster));
+    if let Some(stored) = stored_identity(engine)? {
+        return Ok(stored);
     }
     let mut batch = WriteBatch::new();
     batch.put(SERVER_BUCKET, MEMBER_ID, fresh.0.to_be_bytes());
     batch.put(SERVER_BUCKET, CLUSTER_ID, fresh.1.to_be_bytes());
     engine.write(batch, true)?;
     Ok(fresh)
+}
+
+/// The member and cluster IDs this data directory was created with, if any.
+///
+/// # Errors
+/// Engine failures.
+pub fn stored_identity(engine: &impl Engine) -> anyhow::Result<Option<(u64, u64)>> {
+    Ok(read_u64(engine, MEMBER_ID)?.zip(read_u64(engine, CLUSTER_ID)?))
 }
 
 /// The index of the last applied command (0 when new).

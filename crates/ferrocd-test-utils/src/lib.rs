@@ -66,8 +66,13 @@ pub struct Member {
     kind: Kind,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster` (empty: this member alone).
+    initial_cluster: String,
+    /// `--initial-cluster-state`.
+    state: &'static str,
     extra: Vec<String>,
 }
 
@@ -85,17 +90,40 @@ impl Member {
     /// Starts a fresh single-member server of `kind` with `extra` flags and waits until it
     /// serves.
     pub fn start(kind: Kind, extra: &[&str]) -> Self {
+        let mut member = Self::new(kind, "m1", extra);
+        member.launch();
+        member
+    }
+
+    /// A member not started yet, on free ports, named `name`.
+    pub fn new(kind: Kind, name: &str, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("ferrocd-test-").tempdir().expect("a temporary directory");
-        let mut member = Self {
+        Self {
             kind,
             child: None,
             dir,
+            name: name.to_string(),
             client_port: free_port(),
             peer_port: free_port(),
+            initial_cluster: String::new(),
+            state: "new",
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        member.launch();
-        member
+        }
+    }
+
+    /// Sets `--initial-cluster` and `--initial-cluster-state` (`new` or `existing`).
+    pub fn in_cluster(&mut self, initial_cluster: &str, state: &'static str) {
+        self.initial_cluster = initial_cluster.to_string();
+        self.state = state;
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `http://host:port` of the peer listener.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The data directory.
@@ -129,10 +157,15 @@ impl Member {
 
     /// The flags a one-member etcd is started with; ferrocd takes the same.
     pub fn flags(&self) -> Vec<String> {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let cluster = if self.initial_cluster.is_empty() {
+            format!("{}={peer}", self.name)
+        } else {
+            self.initial_cluster.clone()
+        };
         let mut flags: Vec<String> = [
             "--name",
-            "m1",
+            &self.name,
             "--data-dir",
             &self.data_dir().to_string_lossy(),
             "--listen-client-urls",
@@ -144,9 +177,9 @@ impl Member {
             "--initial-advertise-peer-urls",
             &peer,
             "--initial-cluster",
-            &format!("m1={peer}"),
+            &cluster,
             "--initial-cluster-state",
-            "new",
+            self.state,
             "--initial-cluster-token",
             "test-token",
             "--logger",
@@ -166,7 +199,8 @@ impl Member {
         self.wait_until_serving();
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process without waiting for it to serve.
+    pub fn spawn(&mut self) {
         let bin = match self.kind {
             Kind::Ferrocd => ferrocd_bin(),
             Kind::Etcd => require("etcd"),
@@ -186,7 +220,13 @@ impl Member {
         self.child = Some(child);
     }
 
-    fn wait_until_serving(&mut self) {
+    /// Waits until the member serves a linearizable read.
+    pub fn wait_until_serving(&mut self) {
+        self.wait_until_ready(&["get", "probe"]);
+    }
+
+    /// Waits until the member answers `probe` (etcdctl arguments) successfully.
+    pub fn wait_until_ready(&mut self, probe: &[&str]) {
         let addr: SocketAddr = self.endpoint().parse().expect("an address");
         let started = Instant::now();
         loop {
@@ -206,7 +246,7 @@ impl Member {
         }
         // etcd accepts connections a moment before it serves; wait until a request succeeds.
         wait_for("the first request to succeed", Duration::from_secs(30), || {
-            etcdctl(&self.endpoint(), &["get", "probe"], None).status.success()
+            etcdctl(&self.endpoint(), probe, None).status.success()
         });
     }
 
@@ -241,6 +281,40 @@ impl Member {
     /// Whether the process has exited (or was never restarted).
     pub fn exited(&mut self) -> bool {
         self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+}
+
+/// Several members started together as one cluster, with the command lines an etcd cluster is
+/// started with.
+#[derive(Debug)]
+pub struct Cluster {
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `size` fresh members (`m1`, `m2`, ...) of `kind` with `extra` flags and waits until
+    /// each serves linearizable reads.
+    pub fn start(kind: Kind, size: usize, extra: &[&str]) -> Self {
+        let mut members: Vec<Member> = (1..=size).map(|i| Member::new(kind, &format!("m{i}"), extra)).collect();
+        let spec = Self::spec(members.iter());
+        for member in &mut members {
+            member.in_cluster(&spec, "new");
+            member.spawn();
+        }
+        for member in &mut members {
+            member.wait_until_serving();
+        }
+        Self { members }
+    }
+
+    /// The `--initial-cluster` value naming `members`.
+    pub fn spec<'a>(members: impl Iterator<Item = &'a Member>) -> String {
+        members.map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",")
+    }
+
+    /// Every member's client endpoint, comma-separated (etcdctl's `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(Member::endpoint).collect::<Vec<_>>().join(",")
     }
 }
 

@@ -2,6 +2,7 @@
 //! the `etcd-client` crate and raw gRPC, and diffed against a real etcd.
 
 mod client;
+mod cluster;
 mod differential;
 mod durability;
 mod etcdctl;

@@ -188,6 +188,28 @@ pub mod raft_peer_client {
                 .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "PreVote"));
             self.inner.unary(req, path, codec).await
         }
+        /// The leader hands leadership to the receiver, which campaigns at once.
+        pub async fn transfer_leader(
+            &mut self,
+            request: impl tonic::IntoRequest<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocd.raft.v1.RaftPeer/TransferLeader",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "TransferLeader"));
+            self.inner.unary(req, path, codec).await
+        }
         /// A whole snapshot: one header, then each file as a start marker and data chunks.
         pub async fn snapshot(
             &mut self,
@@ -281,6 +303,11 @@ pub mod raft_peer_server {
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
         async fn pre_vote(
+            &self,
+            request: tonic::Request<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
+        /// The leader hands leadership to the receiver, which campaigns at once.
+        async fn transfer_leader(
             &self,
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
@@ -492,6 +519,49 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PreVoteSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocd.raft.v1.RaftPeer/TransferLeader" => {
+                    #[allow(non_camel_case_types)]
+                    struct TransferLeaderSvc<T: RaftPeer>(pub Arc<T>);
+                    impl<T: RaftPeer> tonic::server::UnaryService<super::Payload>
+                    for TransferLeaderSvc<T> {
+                        type Response = super::Payload;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Payload>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftPeer>::transfer_leader(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TransferLeaderSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

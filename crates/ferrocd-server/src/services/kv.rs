@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ferrocd_engine::Engine;
 use ferrocd_mvcc::{WriteRequest, WriteResponse, validate};
+use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::kv_server::Kv;
 use ferrocd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
@@ -41,14 +42,21 @@ fn mismatch() -> Status {
 impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        // A single member applies and publishes every acknowledged write before answering it,
-        // so the local store is linearizable here; serializable reads are served the same way.
+        // Serializable reads are served from the local store as it is (learners included);
+        // linearizable ones after the read barrier.
+        if !req.serializable {
+            self.0.read_barrier().await?;
+        }
         let mut resp = self.0.kv.range(&req).map_err(ServerError::from)?;
         self.0.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).put(r).await).await? {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
         let req = request.into_inner();
         validate::check_put(&req).map_err(ServerError::from)?;
         self.0.check_size(&req)?;
@@ -62,6 +70,10 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).delete_range(r).await).await? {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
         let req = request.into_inner();
         validate::check_delete(&req).map_err(ServerError::from)?;
         self.0.check_size(&req)?;
@@ -73,6 +85,10 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).txn(r).await).await? {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
         let req = request.into_inner();
         validate::check_txn(&req, self.0.max_txn_ops).map_err(ServerError::from)?;
         self.0.check_size(&req)?;
@@ -85,6 +101,10 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).compact(r).await).await? {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
         let req = request.into_inner();
         let WriteResponse::Compact(mut resp) = self.write(WriteRequest::Compact(req)).await? else {
             return Err(mismatch());

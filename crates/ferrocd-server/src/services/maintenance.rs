@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use crate::config::{ETCD_VERSION, STORAGE_VERSION};
 use crate::error::ServerError;
+use crate::replica::raft_error;
 use crate::write_path::WritePath;
 
 /// The Maintenance service.
@@ -39,18 +40,22 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.0;
         let size = s.kv.engine().size_bytes() as i64;
-        let index = s.writes.applied_index();
+        let raft = s.node.status();
+        let mut errors = Vec::new();
+        if raft.leader.is_none() {
+            errors.push(ServerError::NoLeader.to_string());
+        }
         Ok(Response::new(StatusResponse {
             header: s.header(s.kv.current_revision()),
             version: ETCD_VERSION.to_string(),
             db_size: size,
-            leader: s.member_id,
-            raft_index: index,
-            raft_term: super::SINGLE_MEMBER_TERM,
-            raft_applied_index: index,
-            errors: Vec::new(),
+            leader: raft.leader.unwrap_or(0),
+            raft_index: raft.committed.max(s.writes.applied_index()),
+            raft_term: raft.term,
+            raft_applied_index: s.writes.applied_index(),
+            errors,
             db_size_in_use: size,
-            is_learner: false,
+            is_learner: raft.members.learners.contains_key(&s.member_id),
             storage_version: STORAGE_VERSION.to_string(),
             db_size_quota: s.quota_bytes as i64,
             downgrade_info: None,
@@ -97,8 +102,24 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
         Err(Status::unimplemented("Snapshot is not built yet"))
     }
 
-    async fn move_leader(&self, _request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader is not built yet"))
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let s = &self.0;
+        let target = request.into_inner().target_id;
+        let raft = s.node.status();
+        if raft.leader != Some(s.member_id) {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        if !raft.members.voters.contains_key(&target) {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        if target != s.member_id {
+            s.node.transfer_leader(target).await.map_err(raft_error)?;
+            s.node
+                .wait_until(s.request_timeout, |st| st.leader == Some(target))
+                .await
+                .map_err(|_| ServerError::Timeout)?;
+        }
+        Ok(Response::new(MoveLeaderResponse { header: s.header(s.kv.current_revision()) }))
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

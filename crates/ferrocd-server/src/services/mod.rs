@@ -3,9 +3,11 @@
 //! Services that are not built yet are simply not registered: tonic answers their methods with
 //! gRPC `Unimplemented`, never with a fake success.
 
+pub mod cluster;
 pub mod kv;
 pub mod maintenance;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,19 +17,31 @@ use ferrocd_mvcc::KvStore;
 use ferrocd_proto::etcdserverpb::ResponseHeader;
 use prost::Message;
 
+use ferrocd_raft::{RaftNode, Role};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
 use crate::error::ServerError;
+use crate::replica::{KvMachine, raft_error};
 use crate::write_path::WritePath;
 
-/// The raft term reported by a single member that is always its own leader.
-pub const SINGLE_MEMBER_TERM: u64 = 1;
+/// Metadata marking a request one member forwarded to the leader (it is not forwarded again).
+pub const FORWARDED: &str = "ferrocd-forwarded";
 
 /// What every service shares.
 #[derive(Debug)]
 pub struct Shared<E: Engine, W: WritePath> {
     pub kv: Arc<KvStore<E>>,
     pub writes: W,
+    pub node: Arc<RaftNode<KvMachine>>,
+    pub machine: Arc<KvMachine>,
+    /// Connections to other members' peer listeners, for forwarding to the leader.
+    pub peers: PeerChannels,
     pub member_id: u64,
-    pub cluster_id: u64,
+    /// etcd's `--initial-cluster-token`, which new member IDs are derived from.
+    pub cluster_token: String,
+    /// How long a request waits for a leader to be elected.
+    pub request_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_bytes: u64,
@@ -66,15 +80,134 @@ impl SizeCache {
     }
 }
 
+/// Lazily connected channels to peer URLs, one per URL.
+#[derive(Debug, Default)]
+pub struct PeerChannels(parking_lot::Mutex<HashMap<String, Channel>>);
+
+impl PeerChannels {
+    /// A channel to the first of `urls`.
+    ///
+    /// # Errors
+    /// No URL, or one tonic cannot use.
+    pub fn channel(&self, urls: &[String]) -> Result<Channel, ServerError> {
+        let url = urls.first().ok_or(ServerError::NoLeader)?;
+        let mut cache = self.0.lock();
+        if let Some(channel) = cache.get(url) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| ServerError::Storage(format!("peer URL {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        cache.insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Where a request that must be served by the leader goes.
+#[derive(Debug)]
+pub enum Route {
+    /// This member leads: serve it here.
+    Local,
+    /// Forward it to the leader (`id`) at its peer listener.
+    Leader(Channel, u64),
+}
+
+/// Whether a forwarded request failed before it left this member (so retrying cannot apply it
+/// twice): the connection to the leader could not be made.
+fn unsent(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().contains("connect error")
+}
+
+/// Marks `req` as forwarded.
+pub fn forwarded<T>(req: T) -> Request<T> {
+    let mut req = Request::new(req);
+    req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req
+}
+
 impl<E: Engine, W: WritePath> Shared<E, W> {
     /// A response header at `revision`.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.cluster_id,
+            cluster_id: self.machine.cluster_id(),
             member_id: self.member_id,
             revision,
-            raft_term: SINGLE_MEMBER_TERM,
+            raft_term: self.node.term(),
         })
+    }
+
+    /// Where a request that changes the cluster's state is served: here when this member leads,
+    /// else at the leader (a request already forwarded once is not forwarded again). Waits up
+    /// to the request timeout for a leader to be elected.
+    ///
+    /// # Errors
+    /// etcd's learner, no-leader and leader-changed errors.
+    pub async fn route<T>(&self, req: &Request<T>) -> Result<Route, ServerError> {
+        if self.node.role() == Role::Learner {
+            return Err(ServerError::Learner);
+        }
+        let leader = match self.node.leader() {
+            Some(leader) => leader,
+            None => self
+                .node
+                .wait_until(self.request_timeout, |s| s.leader.is_some())
+                .await
+                .ok()
+                .and_then(|s| s.leader)
+                .ok_or(ServerError::NoLeader)?,
+        };
+        if leader == self.member_id {
+            return Ok(Route::Local);
+        }
+        if req.metadata().contains_key(FORWARDED) {
+            return Err(ServerError::LeaderChanged);
+        }
+        let members = self.node.status().members;
+        let node =
+            members.voters.get(&leader).or_else(|| members.learners.get(&leader)).ok_or(ServerError::NoLeader)?;
+        Ok(Route::Leader(self.peers.channel(&node.urls)?, leader))
+    }
+
+    /// Serves `request` at the leader when another member leads: forwards it with `call` and
+    /// answers the leader's response; `None` when this member leads and serves it itself. When
+    /// the leader cannot be reached, waits for the next one and forwards there.
+    ///
+    /// # Errors
+    /// [`Self::route`]'s errors; the leader's answer.
+    pub async fn forward<T: Clone, R>(
+        &self,
+        request: &Request<T>,
+        call: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
+    ) -> Result<Option<R>, Status> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let Route::Leader(channel, leader) = self.route(request).await? else { return Ok(None) };
+            match call(channel, forwarded(request.get_ref().clone())).await {
+                Ok(resp) => return Ok(Some(resp.into_inner())),
+                Err(status) if unsent(&status) && tokio::time::Instant::now() < deadline => {
+                    let wait = deadline - tokio::time::Instant::now();
+                    let _ = self.node.wait_until(wait, |s| s.leader.is_some_and(|l| l != leader)).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// etcd's linearizable read barrier: returns once this member has applied everything
+    /// committed before the call, as confirmed by the leader.
+    ///
+    /// # Errors
+    /// etcd's learner, no-leader and timeout errors.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        if self.node.role() == Role::Learner {
+            return Err(ServerError::Learner);
+        }
+        if self.node.leader().is_none() {
+            let _ = self.node.wait_until(self.request_timeout, |s| s.leader.is_some()).await;
+        }
+        self.node.read_barrier().await.map(drop).map_err(raft_error)
     }
 
     /// Fills the cluster fields of a header the store set the revision of.

@@ -1,0 +1,415 @@
+//! The replicated state machine: etcd's keyspace and membership records applied from the Raft
+//! log on every member, and the write path that proposes through Raft.
+//!
+//! Every mutating request is encoded as a [`LogCommand`], proposed, and applied by
+//! [`KvMachine`] in log order on every member; the proposer answers from its own apply. Each
+//! entry's Raft state blob is written in the same engine batch as its effects, so after a crash
+//! the store sits at an entry boundary and Raft resumes after the last applied entry (never
+//! re-applying or skipping one). The log and the store share one engine, so one write-ahead
+//! log orders both and the log's group fsync also makes the applied effects durable.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferrocd_engine::{Bucket, Engine, ReadView, Scan, WriteBatch};
+use ferrocd_engine_rocks::RocksEngine;
+use ferrocd_mvcc::{Applied, KEY_BUCKET, KvStore, META_BUCKET, NoLeases, WriteRequest};
+use ferrocd_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+use ferrocd_raft::{Apply, Committed, Payload, RaftNode};
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::error::ServerError;
+use crate::storage::{APPLIED_INDEX, SERVER_BUCKET};
+use crate::write_path::{Command, WritePath};
+
+/// The Raft state blob of the last applied entry.
+const RAFT_STATE: &[u8] = b"raft_state";
+/// The cluster ID, as replicated (a member that joins learns it from the log).
+const CLUSTER_ID: &[u8] = b"replicated_cluster_id";
+/// Prefix of a member's attributes record (`member/<id, 8 bytes big-endian>`).
+const MEMBER_PREFIX: &[u8] = b"member/";
+/// Present while a snapshot is being installed: the directory it is installed from.
+const INSTALLING: &[u8] = b"installing_snapshot";
+
+/// What the Raft log carries.
+#[derive(Clone, PartialEq, Message)]
+pub struct LogCommand {
+    #[prost(oneof = "log_command::Kind", tags = "1, 2, 3, 4, 5")]
+    pub kind: Option<log_command::Kind>,
+}
+
+pub mod log_command {
+    use super::{CompactionRequest, DeleteRangeRequest, MemberAttrs, PutRequest, TxnRequest};
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Put(PutRequest),
+        #[prost(message, tag = "2")]
+        DeleteRange(DeleteRangeRequest),
+        #[prost(message, tag = "3")]
+        Txn(TxnRequest),
+        #[prost(message, tag = "4")]
+        Compact(CompactionRequest),
+        #[prost(message, tag = "5")]
+        MemberAttrs(MemberAttrs),
+    }
+}
+
+/// A member's published attributes (etcd publishes them through Raft once a member starts).
+#[derive(Clone, PartialEq, Message)]
+pub struct MemberAttrs {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
+    /// The cluster the member belongs to (recorded once, by the first publish).
+    #[prost(uint64, tag = "4")]
+    pub cluster_id: u64,
+}
+
+impl From<WriteRequest> for LogCommand {
+    fn from(req: WriteRequest) -> Self {
+        use log_command::Kind;
+        let kind = match req {
+            WriteRequest::Put(r) => Kind::Put(r),
+            WriteRequest::DeleteRange(r) => Kind::DeleteRange(r),
+            WriteRequest::Txn(r) => Kind::Txn(r),
+            WriteRequest::Compact(r) => Kind::Compact(r),
+        };
+        Self { kind: Some(kind) }
+    }
+}
+
+/// The answer of an applied command to the member that proposed it.
+#[derive(Debug)]
+pub struct Outcome {
+    result: Result<Applied, ferrocd_mvcc::Error>,
+    /// For a physical compaction: resolves when this member's compaction job has run.
+    compacted: Option<oneshot::Receiver<Result<(), ferrocd_mvcc::Error>>>,
+}
+
+impl Outcome {
+    /// The applied result, once a physical compaction asked for has finished.
+    async fn finish(self) -> Result<Applied, ServerError> {
+        let applied = self.result?;
+        if let Some(done) = self.compacted {
+            done.await.map_err(|_| ServerError::Stopped)??;
+        }
+        Ok(applied)
+    }
+}
+
+/// etcd's keyspace and membership records as a Raft state machine.
+#[derive(Debug)]
+pub struct KvMachine {
+    kv: Arc<KvStore<RocksEngine>>,
+    cluster_id: AtomicU64,
+    applied: AtomicU64,
+}
+
+fn io_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn member_key(id: u64) -> Vec<u8> {
+    let mut key = MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn read_u64(view: &impl ReadView, key: &[u8]) -> io::Result<Option<u64>> {
+    match view.get(SERVER_BUCKET, key).map_err(io_error)? {
+        None => Ok(None),
+        Some(v) => v.as_slice().try_into().map(|b| Some(u64::from_be_bytes(b))).map_err(|_| io_error("corrupt record")),
+    }
+}
+
+impl KvMachine {
+    /// The state machine over `kv`; a snapshot install a crash interrupted is finished first.
+    /// `cluster_id` is used until the log records one.
+    ///
+    /// # Errors
+    /// Engine failures; a snapshot to finish installing that is gone.
+    pub fn open(kv: Arc<KvStore<RocksEngine>>, cluster_id: u64) -> io::Result<Self> {
+        let engine = Arc::clone(kv.engine());
+        if let Some(dir) = engine.get(SERVER_BUCKET, INSTALLING).map_err(io_error)? {
+            let dir = std::path::PathBuf::from(String::from_utf8_lossy(&dir).into_owned());
+            tracing::warn!(dir = %dir.display(), "finishing a snapshot install a crash interrupted");
+            install_from(&*engine, &dir)?;
+            kv.reload().map_err(io_error)?;
+        }
+        let machine = Self {
+            cluster_id: AtomicU64::new(read_u64(&*engine, CLUSTER_ID)?.unwrap_or(cluster_id)),
+            applied: AtomicU64::new(read_u64(&*engine, APPLIED_INDEX)?.unwrap_or(0)),
+            kv,
+        };
+        Ok(machine)
+    }
+
+    pub fn kv(&self) -> &Arc<KvStore<RocksEngine>> {
+        &self.kv
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Acquire)
+    }
+
+    /// The index of the last entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The attributes every member published, by ID.
+    ///
+    /// # Errors
+    /// Engine failures; undecodable records.
+    pub fn member_attrs(&self) -> io::Result<std::collections::BTreeMap<u64, MemberAttrs>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut end = MEMBER_PREFIX.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        self.kv
+            .engine()
+            .scan(SERVER_BUCKET, MEMBER_PREFIX, Some(&end), false, &mut |_, v| {
+                let attrs = MemberAttrs::decode(v).map_err(|e| ferrocd_engine::Error::Corrupt(e.to_string()))?;
+                out.insert(attrs.id, attrs);
+                Ok(Scan::Continue)
+            })
+            .map_err(io_error)?;
+        Ok(out)
+    }
+
+    fn apply_one(&self, entry: &Committed<'_>) -> io::Result<Option<Outcome>> {
+        let engine = self.kv.engine();
+        let mut extra = WriteBatch::new();
+        extra.put(SERVER_BUCKET, RAFT_STATE, entry.raft_state);
+        extra.put(SERVER_BUCKET, APPLIED_INDEX, entry.index.to_be_bytes());
+        let Payload::Command(bytes) = entry.payload else {
+            // Membership lives in the Raft state blob; noops change nothing else.
+            engine.write(extra, false).map_err(io_error)?;
+            return Ok(None);
+        };
+        let command = LogCommand::decode(bytes).map_err(|e| io_error(format!("undecodable log entry: {e}")))?;
+        use log_command::Kind;
+        let request = match command.kind {
+            Some(Kind::Put(r)) => WriteRequest::Put(r),
+            Some(Kind::DeleteRange(r)) => WriteRequest::DeleteRange(r),
+            Some(Kind::Txn(r)) => WriteRequest::Txn(r),
+            Some(Kind::Compact(r)) => {
+                // A compaction must not overtake unpublished writes: readers would meet its
+                // compacted revision while the revisions below it are not visible to them yet.
+                self.kv.publish();
+                WriteRequest::Compact(r)
+            }
+            Some(Kind::MemberAttrs(attrs)) => {
+                if read_u64(&**engine, CLUSTER_ID)?.is_none() && attrs.cluster_id != 0 {
+                    extra.put(SERVER_BUCKET, CLUSTER_ID, attrs.cluster_id.to_be_bytes());
+                    self.cluster_id.store(attrs.cluster_id, Ordering::Release);
+                }
+                extra.put(SERVER_BUCKET, member_key(attrs.id), attrs.encode_to_vec());
+                engine.write(extra, false).map_err(io_error)?;
+                return Ok(None);
+            }
+            None => {
+                engine.write(extra, false).map_err(io_error)?;
+                return Ok(None);
+            }
+        };
+        let physical = matches!(&request, WriteRequest::Compact(c) if c.physical);
+        match self.kv.apply(request, &NoLeases, extra.clone()) {
+            Ok(mut applied) => {
+                let mut compacted = None;
+                if let Some(job) = applied.compaction.take() {
+                    // Every member runs its own compaction, off the apply thread.
+                    self.kv.publish();
+                    let (done, wait) = oneshot::channel();
+                    let kv = Arc::clone(&self.kv);
+                    std::thread::Builder::new()
+                        .name("ferrocd-compact".into())
+                        .spawn(move || {
+                            let result = job.run(&kv);
+                            if let Err(e) = &result {
+                                tracing::error!(error = %e, "compaction failed");
+                            }
+                            let _ = done.send(result);
+                        })
+                        .map_err(io_error)?;
+                    compacted = physical.then_some(wait);
+                }
+                Ok(Some(Outcome { result: Ok(applied), compacted }))
+            }
+            Err(e @ (ferrocd_mvcc::Error::Engine(_) | ferrocd_mvcc::Error::Corrupt(_))) => {
+                // The store is no longer consistent with the engine: stop applying.
+                tracing::error!(error = %e, "storage failure while applying; this member stops");
+                Err(io_error(e))
+            }
+            Err(e) => {
+                // A refused request changes nothing but still consumes its entry.
+                engine.write(extra, false).map_err(io_error)?;
+                Ok(Some(Outcome { result: Err(e), compacted: None }))
+            }
+        }
+    }
+}
+
+impl Apply for KvMachine {
+    type Response = Outcome;
+
+    fn apply(&self, entries: &[Committed<'_>]) -> io::Result<Vec<Option<Outcome>>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            out.push(self.apply_one(entry)?);
+        }
+        // Committed entries may be shown before their effects reach the disk here: a crash
+        // re-applies them from the log.
+        self.kv.publish();
+        if let Some(last) = entries.last() {
+            self.applied.store(last.index, Ordering::Release);
+        }
+        Ok(out)
+    }
+
+    fn raft_state(&self) -> io::Result<Option<Vec<u8>>> {
+        self.kv.engine().get(SERVER_BUCKET, RAFT_STATE).map_err(io_error)
+    }
+
+    fn snapshot(&self, dir: &Path) -> io::Result<Vec<u8>> {
+        let engine = self.kv.engine();
+        let view = engine.snapshot();
+        let blob = view.get(SERVER_BUCKET, RAFT_STATE).map_err(io_error)?.unwrap_or_default();
+        let file = std::fs::File::create(dir.join(SNAPSHOT_FILE))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        for (tag, bucket) in REPLICATED.iter().enumerate() {
+            view.scan(*bucket, &[], None, false, &mut |k, v| {
+                if *bucket == SERVER_BUCKET && !replicated_server_key(k) {
+                    return Ok(Scan::Continue);
+                }
+                write_record(&mut out, tag as u8, k, v).map_err(|e| ferrocd_engine::Error::Backend(e.to_string()))?;
+                Ok(Scan::Continue)
+            })
+            .map_err(io_error)?;
+        }
+        out.write_all(&[END])?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(blob)
+    }
+
+    fn install(&self, dir: &Path) -> io::Result<()> {
+        let engine = self.kv.engine();
+        let mut mark = WriteBatch::new();
+        mark.put(SERVER_BUCKET, INSTALLING, dir.to_string_lossy().as_bytes().to_vec());
+        engine.write(mark, true).map_err(io_error)?;
+        install_from(&**engine, dir)?;
+        self.kv.reload().map_err(io_error)?;
+        self.cluster_id.store(read_u64(&**engine, CLUSTER_ID)?.unwrap_or(self.cluster_id()), Ordering::Release);
+        self.applied.store(read_u64(&**engine, APPLIED_INDEX)?.unwrap_or(0), Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The file a snapshot directory holds: records `[bucket tag][key len u32][key][value len
+/// u32][value]` in bucket and key order, then [`END`].
+const SNAPSHOT_FILE: &str = "state";
+const END: u8 = 0xff;
+/// The buckets a snapshot carries, by tag.
+const REPLICATED: &[Bucket] = &[KEY_BUCKET, META_BUCKET, SERVER_BUCKET];
+/// The most bytes written to the engine in one batch while installing.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// Whether a key of the server bucket is replicated state (the member's own IDs are not).
+fn replicated_server_key(key: &[u8]) -> bool {
+    key == RAFT_STATE || key == APPLIED_INDEX || key == CLUSTER_ID || key.starts_with(MEMBER_PREFIX)
+}
+
+fn write_record(out: &mut impl Write, tag: u8, key: &[u8], value: &[u8]) -> io::Result<()> {
+    out.write_all(&[tag])?;
+    out.write_all(&(key.len() as u32).to_be_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(value.len() as u32).to_be_bytes())?;
+    out.write_all(value)
+}
+
+fn read_chunk(input: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut len = [0; 4];
+    input.read_exact(&mut len)?;
+    let mut buf = vec![0; u32::from_be_bytes(len) as usize];
+    input.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Replaces the replicated state in `engine` with the snapshot in `dir`, in bounded batches;
+/// the last batch clears the install mark. Idempotent, so a crash midway is finished on open.
+fn install_from(engine: &impl Engine, dir: &Path) -> io::Result<()> {
+    let file = std::fs::File::open(dir.join(SNAPSHOT_FILE))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut batch = WriteBatch::new();
+    for bucket in &REPLICATED[..2] {
+        batch.delete_range(*bucket, Vec::new(), vec![0xff; 64]);
+    }
+    let mut stale = Vec::new();
+    engine
+        .scan(SERVER_BUCKET, &[], None, false, &mut |k, _| {
+            if replicated_server_key(k) {
+                stale.push(k.to_vec());
+            }
+            Ok(Scan::Continue)
+        })
+        .map_err(io_error)?;
+    for key in stale {
+        batch.delete(SERVER_BUCKET, key);
+    }
+    loop {
+        let mut tag = [0; 1];
+        input.read_exact(&mut tag)?;
+        if tag[0] == END {
+            break;
+        }
+        let bucket = *REPLICATED.get(tag[0] as usize).ok_or_else(|| io_error("corrupt snapshot: bad bucket tag"))?;
+        let key = read_chunk(&mut input)?;
+        let value = read_chunk(&mut input)?;
+        batch.put(bucket, key, value);
+        if batch.payload_bytes() >= INSTALL_BATCH_BYTES {
+            engine.write(std::mem::take(&mut batch), false).map_err(io_error)?;
+        }
+    }
+    batch.delete(SERVER_BUCKET, INSTALLING);
+    engine.write(batch, true).map_err(io_error)
+}
+
+/// The write path through Raft: proposes on the leader; on a follower it answers
+/// [`ServerError::NotLeader`] naming the leader, for the service to forward the request.
+#[derive(Debug, Clone)]
+pub struct RaftWritePath {
+    pub node: Arc<RaftNode<KvMachine>>,
+    pub machine: Arc<KvMachine>,
+}
+
+/// Maps a Raft failure to etcd's error.
+pub fn raft_error(e: ferrocd_raft::Error) -> ServerError {
+    use ferrocd_raft::Error as E;
+    match e {
+        E::NotLeader { leader: Some((id, node)) } => ServerError::NotLeader { id, urls: node.urls },
+        E::NotLeader { leader: None } => ServerError::NoLeader,
+        E::NoQuorum | E::Timeout(_) => ServerError::Timeout,
+        E::Discarded => ServerError::LeaderChanged,
+        E::Stopped(_) => ServerError::Stopped,
+        other => ServerError::Storage(other.to_string()),
+    }
+}
+
+impl WritePath for RaftWritePath {
+    async fn propose(&self, cmd: Command) -> Result<Applied, ServerError> {
+        let bytes = LogCommand::from(cmd).encode_to_vec();
+        let outcome = self.node.propose(bytes).await.map_err(raft_error)?;
+        outcome.finish().await
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.machine.applied_index()
+    }
+}

@@ -1,0 +1,189 @@
+//! etcd's Cluster service: MemberList, MemberAdd, MemberRemove, MemberUpdate, MemberPromote.
+//!
+//! Membership is Raft's: the member set and peer URLs are the Raft membership, names and
+//! client URLs are the attributes each member publishes through the log once it starts.
+//! Changes are made by the leader (a follower forwards them), one at a time. etcd's MemberAdd
+//! of a voter maps to adding a learner and promoting it, each one committed change.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferrocd_engine::Engine;
+use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrocd_proto::etcdserverpb::cluster_server::Cluster;
+use ferrocd_proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
+use ferrocd_raft::Node;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::config::parse_url;
+use crate::ids;
+use crate::replica::raft_error;
+use crate::write_path::WritePath;
+
+/// etcd's `--max-learners` default.
+const MAX_LEARNERS: usize = 1;
+
+/// The Cluster service.
+#[derive(Debug)]
+pub struct ClusterService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
+
+fn failed(message: &str) -> Status {
+    Status::failed_precondition(message.to_string())
+}
+
+fn not_found() -> Status {
+    Status::not_found("etcdserver: member not found")
+}
+
+impl<E: Engine, W: WritePath> ClusterService<E, W> {
+    /// Every member, voters then learners, by ID within each.
+    fn members(&self) -> Result<Vec<Member>, Status> {
+        let status = self.0.node.status();
+        let attrs = self.0.machine.member_attrs().map_err(|e| Status::internal(e.to_string()))?;
+        let member = |(id, node): (&u64, &Node), learner: bool| {
+            let a = attrs.get(id);
+            Member {
+                id: *id,
+                name: a.map(|a| a.name.clone()).unwrap_or_default(),
+                peer_ur_ls: node.urls.clone(),
+                client_ur_ls: a.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                is_learner: learner,
+            }
+        };
+        let mut out: Vec<Member> = status.members.voters.iter().map(|m| member(m, false)).collect();
+        out.extend(status.members.learners.iter().map(|m| member(m, true)));
+        Ok(out)
+    }
+
+    fn header(&self) -> Option<ferrocd_proto::etcdserverpb::ResponseHeader> {
+        self.0.header(self.0.kv.current_revision())
+    }
+
+    fn check_urls(urls: &[String]) -> Result<(), Status> {
+        if urls.is_empty() || urls.iter().any(|u| parse_url("peerURLs", u).is_err()) {
+            return Err(Status::invalid_argument("etcdserver: given member URLs are invalid"));
+        }
+        Ok(())
+    }
+
+    /// Refuses peer URLs another member (other than `except`) already has.
+    fn check_unique(&self, urls: &[String], except: Option<u64>) -> Result<(), Status> {
+        let status = self.0.node.status();
+        let taken = status
+            .members
+            .voters
+            .iter()
+            .chain(&status.members.learners)
+            .filter(|(id, _)| Some(**id) != except)
+            .any(|(_, node)| node.urls.iter().any(|u| urls.contains(u)));
+        if taken { Err(failed("etcdserver: Peer URLs already exists")) } else { Ok(()) }
+    }
+}
+
+#[tonic::async_trait]
+impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        if let Some(mut resp) = self.0.forward(&request, async |c, r| ClusterClient::new(c).member_add(r).await).await?
+        {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        let req = request.into_inner();
+        Self::check_urls(&req.peer_ur_ls)?;
+        self.check_unique(&req.peer_ur_ls, None)?;
+        let status = self.0.node.status();
+        if req.is_learner && status.members.learners.len() >= MAX_LEARNERS {
+            return Err(failed("etcdserver: too many learner members in cluster"));
+        }
+        // etcd derives a new member's ID from its peer URLs, the cluster token and the time.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let id = ids::member_id(&req.peer_ur_ls, &format!("{}{now}", self.0.cluster_token));
+        if status.members.voters.contains_key(&id) || status.members.learners.contains_key(&id) {
+            return Err(failed("etcdserver: member ID already exist"));
+        }
+        let node = Node { urls: req.peer_ur_ls.clone() };
+        self.0.node.add_learner(id, node).await.map_err(raft_error)?;
+        if !req.is_learner {
+            self.0.node.promote(id).await.map_err(raft_error)?;
+        }
+        let members = self.members()?;
+        let member = Member { id, peer_ur_ls: req.peer_ur_ls, is_learner: req.is_learner, ..Member::default() };
+        Ok(Response::new(MemberAddResponse { header: self.header(), member: Some(member), members }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        if let Some(mut resp) =
+            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_remove(r).await).await?
+        {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        let id = request.into_inner().id;
+        match self.0.node.remove(id).await {
+            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(not_found()),
+            other => other.map_err(raft_error)?,
+        }
+        Ok(Response::new(MemberRemoveResponse { header: self.header(), members: self.members()? }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        if let Some(mut resp) =
+            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_update(r).await).await?
+        {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        let req = request.into_inner();
+        Self::check_urls(&req.peer_ur_ls)?;
+        self.check_unique(&req.peer_ur_ls, Some(req.id))?;
+        match self.0.node.update(req.id, Node { urls: req.peer_ur_ls }).await {
+            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(not_found()),
+            other => other.map_err(raft_error)?,
+        }
+        Ok(Response::new(MemberUpdateResponse { header: self.header(), members: self.members()? }))
+    }
+
+    async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            self.0.read_barrier().await?;
+        }
+        Ok(Response::new(MemberListResponse { header: self.header(), members: self.members()? }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        if let Some(mut resp) =
+            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_promote(r).await).await?
+        {
+            self.0.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        let id = request.into_inner().id;
+        let status = self.0.node.status();
+        if status.members.voters.contains_key(&id) {
+            return Err(failed("etcdserver: can only promote a learner member"));
+        }
+        if !status.members.learners.contains_key(&id) {
+            return Err(not_found());
+        }
+        // etcd promotes a learner only once its log is within 10% of the leader's.
+        let matched = status.matched.get(&id).copied().unwrap_or(0);
+        if (matched as f64) < status.last_log_index as f64 * 0.9 {
+            return Err(failed("etcdserver: can only promote a learner member which is in sync with leader"));
+        }
+        self.0.node.promote(id).await.map_err(raft_error)?;
+        Ok(Response::new(MemberPromoteResponse { header: self.header(), members: self.members()? }))
+    }
+}

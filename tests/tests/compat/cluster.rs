@@ -1,0 +1,185 @@
+//! Three ferrocd processes started with etcd's cluster command lines, driven by the real
+//! etcdctl: membership, any member serving any request, leader moves and crashes, a learner's
+//! life cycle.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrocd_test_utils::{Cluster, Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, wait_for};
+use serde_json::Value;
+
+/// Fast elections, so leader changes in the tests take a fraction of a second.
+const TIMING: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+const WAIT: Duration = Duration::from_secs(30);
+
+fn json(endpoint: &str, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["-w", "json"]);
+    serde_json::from_str(&etcdctl_ok(endpoint, &args)).expect("etcdctl's JSON")
+}
+
+/// Member ID → index in `cluster.members`, from the member list's client URLs.
+fn ids(cluster: &Cluster) -> BTreeMap<u64, usize> {
+    let list = json(&cluster.members[0].endpoint(), &["member", "list"]);
+    let mut out = BTreeMap::new();
+    for m in list["members"].as_array().unwrap() {
+        let url = m["clientURLs"][0].as_str().unwrap_or_default();
+        if let Some(i) = cluster.members.iter().position(|c| c.url() == url) {
+            out.insert(m["ID"].as_u64().unwrap(), i);
+        }
+    }
+    out
+}
+
+/// The leader every reachable member in `endpoints` agrees on.
+fn agreed_leader(endpoints: &str) -> Option<u64> {
+    let out = etcdctl(endpoints, &["endpoint", "status", "-w", "json"], None);
+    let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let leaders: Vec<u64> = status.as_array()?.iter().filter_map(|s| s["Status"]["leader"].as_u64()).collect();
+    (!leaders.is_empty() && leaders.iter().all(|&l| l != 0 && l == leaders[0])).then(|| leaders[0])
+}
+
+#[test]
+fn three_members_serve_any_request_and_survive_leader_moves_and_crashes() {
+    let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
+    let all = cluster.endpoints();
+
+    // Every member lists the same three members, with the names and URLs they were started with.
+    for member in &cluster.members {
+        let list = json(&member.endpoint(), &["member", "list"]);
+        let members = list["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{list}");
+        for m in members {
+            let started = cluster.members.iter().find(|c| c.name() == m["name"].as_str().unwrap()).unwrap();
+            assert_eq!(m["peerURLs"][0].as_str().unwrap(), started.peer_url());
+            assert_eq!(m["clientURLs"][0].as_str().unwrap(), started.url());
+        }
+    }
+    let ids = ids(&cluster);
+    assert_eq!(ids.len(), 3);
+
+    // Writes through every member (followers forward them), linearizable reads from every one.
+    for (i, member) in cluster.members.iter().enumerate() {
+        assert_eq!(etcdctl_ok(&member.endpoint(), &["put", &format!("k{i}"), &format!("v{i}")]), "OK\n");
+    }
+    for member in &cluster.members {
+        assert_eq!(etcdctl_ok(&member.endpoint(), &["get", "k", "--prefix", "--keys-only"]), "k0\n\nk1\n\nk2\n\n");
+    }
+
+    // Every member's status, at the client URLs the member list gives (what `endpoint status
+    // --cluster` does; Debian's etcdctl 3.4 then sends `http://host:port` as the HTTP/2
+    // authority, which HTTP/2 servers other than Go's refuse, so the URLs are passed as
+    // host:port here); they agree on the leader and term.
+    let list = json(&cluster.members[0].endpoint(), &["member", "list"]);
+    let listed: Vec<String> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["clientURLs"][0].as_str().unwrap().trim_start_matches("http://").to_string())
+        .collect();
+    let status = json(&listed.join(","), &["endpoint", "status"]);
+    let status = status.as_array().unwrap();
+    assert_eq!(status.len(), 3);
+    let leader = status[0]["Status"]["leader"].as_u64().unwrap();
+    assert!(ids.contains_key(&leader));
+    for s in status {
+        assert_eq!(s["Status"]["leader"].as_u64(), Some(leader));
+        assert_eq!(s["Status"]["raftTerm"], status[0]["Status"]["raftTerm"]);
+        assert_eq!(s["Status"]["header"]["revision"], 4);
+    }
+
+    // move-leader hands leadership to a follower.
+    let target = *ids.keys().find(|&&id| id != leader).unwrap();
+    let moved = etcdctl_ok(&all, &["move-leader", &format!("{target:x}")]);
+    assert!(moved.contains(&format!("Leadership transferred from {leader:x} to {target:x}")), "{moved}");
+    wait_for("the new leader to be agreed on", WAIT, || agreed_leader(&all) == Some(target));
+    // The leader crashes; the other two elect a new one and lose no acknowledged write.
+    let crashed = ids[&target];
+    cluster.members[crashed].kill();
+    let survivors: Vec<String> =
+        cluster.members.iter().enumerate().filter(|(i, _)| *i != crashed).map(|(_, m)| m.endpoint()).collect();
+    let mut acked = 3;
+    for i in 0..20 {
+        let endpoint = &survivors[i % 2];
+        wait_for("a write to be acknowledged", WAIT, || {
+            etcdctl(endpoint, &["put", &format!("after{i:02}"), "x"], None).status.success()
+        });
+        acked += 1;
+    }
+    let survivors = survivors.join(",");
+    wait_for("a leader among the survivors", WAIT, || agreed_leader(&survivors).is_some_and(|l| l != target));
+
+    // The crashed member restarts from its data dir and catches up: same revision and hash.
+    cluster.members[crashed].restart();
+    let all_keys = json(&cluster.members[crashed].endpoint(), &["get", "", "--prefix", "--keys-only"]);
+    assert_eq!(all_keys["count"], acked, "every acknowledged write is there: {all_keys}");
+    wait_for("every member to have the same hash", WAIT, || {
+        let out = etcdctl(&all, &["endpoint", "hashkv", "-w", "json"], None);
+        let Ok(hashes) = serde_json::from_slice::<Value>(&out.stdout) else { return false };
+        let hashes: Vec<&Value> = hashes.as_array().into_iter().flatten().map(|h| &h["HashKV"]).collect();
+        hashes.len() == 3
+            && hashes
+                .iter()
+                .all(|h| h["hash"] == hashes[0]["hash"] && h["header"]["revision"] == hashes[0]["header"]["revision"])
+    });
+}
+
+#[test]
+fn a_learner_is_added_promoted_and_removed() {
+    let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
+    let ep = cluster.members[1].endpoint();
+    for i in 0..50 {
+        etcdctl_ok(&ep, &["put", &format!("k{i:02}"), "v"]);
+    }
+
+    // etcdctl member add --learner, then the new member starts with --initial-cluster-state
+    // existing and takes the ID the cluster gave it.
+    let mut learner = Member::new(Kind::Ferrocd, "m4", TIMING);
+    let added = json(&ep, &["member", "add", "m4", &format!("--peer-urls={}", learner.peer_url()), "--learner"]);
+    let id = added["member"]["ID"].as_u64().unwrap();
+    assert_eq!(added["member"]["isLearner"], true);
+    assert_eq!(added["members"].as_array().unwrap().len(), 4);
+    let listed = etcdctl_ok(&ep, &["member", "list"]);
+    assert!(listed.contains(&format!("{id:x}, unstarted, , {}, , true", learner.peer_url())), "{listed}");
+    let spec = Cluster::spec(cluster.members.iter().chain(std::iter::once(&learner)));
+    learner.in_cluster(&spec, "existing");
+    learner.spawn();
+    learner.wait_until_ready(&["get", "probe", "--consistency=s"]);
+    wait_for("the learner to catch up", WAIT, || {
+        etcdctl(&learner.endpoint(), &["get", "k49", "--consistency=s", "--print-value-only"], None).stdout == b"v\n"
+    });
+    // A learner serves serializable reads only.
+    let out = etcdctl(&learner.endpoint(), &["get", "k00"], None);
+    assert_eq!(etcdctl_stderr(&out), "Error: etcdserver: rpc not supported for learner\n");
+    // etcd's limits and errors around learners.
+    let second = Member::new(Kind::Ferrocd, "m5", TIMING);
+    let out = etcdctl(&ep, &["member", "add", "m5", &format!("--peer-urls={}", second.peer_url()), "--learner"], None);
+    assert!(etcdctl_stderr(&out).contains("etcdserver: too many learner members in cluster"));
+    let voter = *ids(&cluster).keys().next().unwrap();
+    let out = etcdctl(&ep, &["member", "promote", &format!("{voter:x}")], None);
+    assert!(etcdctl_stderr(&out).contains("etcdserver: can only promote a learner member"));
+    let out = etcdctl(&ep, &["member", "remove", "1234"], None);
+    assert!(etcdctl_stderr(&out).contains("etcdserver: member not found"));
+
+    // Promote it; it now votes and serves linearizable reads and writes.
+    let promoted = etcdctl_ok(&ep, &["member", "promote", &format!("{id:x}")]);
+    assert!(promoted.contains(&format!("Member {id:x} promoted in cluster")), "{promoted}");
+    let list = json(&ep, &["member", "list"]);
+    let me = list["members"].as_array().unwrap().iter().find(|m| m["ID"].as_u64() == Some(id)).unwrap().clone();
+    assert_eq!(me["name"], "m4");
+    assert_eq!(me["clientURLs"][0].as_str().unwrap(), learner.url());
+    assert!(me.get("isLearner").is_none_or(|l| l == false), "{me}");
+    assert_eq!(etcdctl_ok(&learner.endpoint(), &["put", "from-m4", "x"]), "OK\n");
+    assert_eq!(etcdctl_ok(&learner.endpoint(), &["get", "from-m4", "--print-value-only"]), "x\n");
+
+    // Remove it again.
+    let removed = etcdctl_ok(&ep, &["member", "remove", &format!("{id:x}")]);
+    assert!(removed.contains(&format!("Member {id:x} removed from cluster")), "{removed}");
+    let list = json(&ep, &["member", "list"]);
+    assert_eq!(list["members"].as_array().unwrap().len(), 3);
+    learner.kill();
+    assert_eq!(etcdctl_ok(&ep, &["put", "after-remove", "x"]), "OK\n");
+    cluster.members[0].kill();
+    // Two of three voters remain: still a quorum.
+    assert_eq!(etcdctl_ok(&cluster.members[2].endpoint(), &["put", "one-down", "x"]), "OK\n");
+}
