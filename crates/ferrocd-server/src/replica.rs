@@ -8,7 +8,7 @@
 //! re-applying or skipping one). The log and the store share one engine, so one write-ahead
 //! log orders both and the log's group fsync also makes the applied effects durable.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
-use crate::storage::{APPLIED_INDEX, SERVER_BUCKET};
+use crate::storage::{self, APPLIED_INDEX, SERVER_BUCKET};
 use crate::write_path::{Command, WritePath};
 
 /// The Raft state blob of the last applied entry.
@@ -279,24 +279,12 @@ impl Apply for KvMachine {
     }
 
     fn snapshot(&self, dir: &Path) -> io::Result<Vec<u8>> {
-        let engine = self.kv.engine();
-        let view = engine.snapshot();
-        let blob = view.get(SERVER_BUCKET, RAFT_STATE).map_err(io_error)?.unwrap_or_default();
-        let file = std::fs::File::create(dir.join(SNAPSHOT_FILE))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        for (tag, bucket) in REPLICATED.iter().enumerate() {
-            view.scan(*bucket, &[], None, false, &mut |k, v| {
-                if *bucket == SERVER_BUCKET && !replicated_server_key(k) {
-                    return Ok(Scan::Continue);
-                }
-                write_record(&mut out, tag as u8, k, v).map_err(|e| ferrocd_engine::Error::Backend(e.to_string()))?;
-                Ok(Scan::Continue)
-            })
-            .map_err(io_error)?;
-        }
-        out.write_all(&[END])?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok(blob)
+        // A RocksDB checkpoint of the whole engine, in place of the empty directory: cheap
+        // (hard links), and the Raft state blob read back from it is exactly its point.
+        std::fs::remove_dir(dir)?;
+        self.kv.engine().checkpoint(dir).map_err(io_error)?;
+        let image = RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?;
+        Ok(image.get(SERVER_BUCKET, RAFT_STATE).map_err(io_error)?.unwrap_or_default())
     }
 
     fn install(&self, dir: &Path) -> io::Result<()> {
@@ -308,15 +296,16 @@ impl Apply for KvMachine {
         self.kv.reload().map_err(io_error)?;
         self.cluster_id.store(read_u64(&**engine, CLUSTER_ID)?.unwrap_or(self.cluster_id()), Ordering::Release);
         self.applied.store(read_u64(&**engine, APPLIED_INDEX)?.unwrap_or(0), Ordering::Release);
+        tracing::info!(
+            applied_index = self.applied_index(),
+            revision = self.kv.current_revision(),
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 }
 
-/// The file a snapshot directory holds: records `[bucket tag][key len u32][key][value len
-/// u32][value]` in bucket and key order, then [`END`].
-const SNAPSHOT_FILE: &str = "state";
-const END: u8 = 0xff;
-/// The buckets a snapshot carries, by tag.
+/// The buckets a snapshot replaces (the Raft log's are Raft's own).
 const REPLICATED: &[Bucket] = &[KEY_BUCKET, META_BUCKET, SERVER_BUCKET];
 /// The most bytes written to the engine in one batch while installing.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
@@ -326,55 +315,41 @@ fn replicated_server_key(key: &[u8]) -> bool {
     key == RAFT_STATE || key == APPLIED_INDEX || key == CLUSTER_ID || key.starts_with(MEMBER_PREFIX)
 }
 
-fn write_record(out: &mut impl Write, tag: u8, key: &[u8], value: &[u8]) -> io::Result<()> {
-    out.write_all(&[tag])?;
-    out.write_all(&(key.len() as u32).to_be_bytes())?;
-    out.write_all(key)?;
-    out.write_all(&(value.len() as u32).to_be_bytes())?;
-    out.write_all(value)
-}
-
-fn read_chunk(input: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut len = [0; 4];
-    input.read_exact(&mut len)?;
-    let mut buf = vec![0; u32::from_be_bytes(len) as usize];
-    input.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// Replaces the replicated state in `engine` with the snapshot in `dir`, in bounded batches;
+/// Replaces the replicated state in `engine` with the checkpoint in `dir`, in bounded batches;
 /// the last batch clears the install mark. Idempotent, so a crash midway is finished on open.
 fn install_from(engine: &impl Engine, dir: &Path) -> io::Result<()> {
-    let file = std::fs::File::open(dir.join(SNAPSHOT_FILE))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
+    let image = RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?;
     let mut batch = WriteBatch::new();
     for bucket in &REPLICATED[..2] {
         batch.delete_range(*bucket, Vec::new(), vec![0xff; 64]);
     }
-    let mut stale = Vec::new();
     engine
         .scan(SERVER_BUCKET, &[], None, false, &mut |k, _| {
             if replicated_server_key(k) {
-                stale.push(k.to_vec());
+                batch.delete(SERVER_BUCKET, k.to_vec());
             }
             Ok(Scan::Continue)
         })
         .map_err(io_error)?;
-    for key in stale {
-        batch.delete(SERVER_BUCKET, key);
-    }
-    loop {
-        let mut tag = [0; 1];
-        input.read_exact(&mut tag)?;
-        if tag[0] == END {
-            break;
-        }
-        let bucket = *REPLICATED.get(tag[0] as usize).ok_or_else(|| io_error("corrupt snapshot: bad bucket tag"))?;
-        let key = read_chunk(&mut input)?;
-        let value = read_chunk(&mut input)?;
-        batch.put(bucket, key, value);
-        if batch.payload_bytes() >= INSTALL_BATCH_BYTES {
-            engine.write(std::mem::take(&mut batch), false).map_err(io_error)?;
+    for bucket in REPLICATED {
+        let mut failed = None;
+        image
+            .scan(*bucket, &[], None, false, &mut |k, v| {
+                if *bucket == SERVER_BUCKET && !replicated_server_key(k) {
+                    return Ok(Scan::Continue);
+                }
+                batch.put(*bucket, k.to_vec(), v.to_vec());
+                if batch.payload_bytes() >= INSTALL_BATCH_BYTES
+                    && let Err(e) = engine.write(std::mem::take(&mut batch), false)
+                {
+                    failed = Some(e);
+                    return Ok(Scan::Stop);
+                }
+                Ok(Scan::Continue)
+            })
+            .map_err(io_error)?;
+        if let Some(e) = failed {
+            return Err(io_error(e));
         }
     }
     batch.delete(SERVER_BUCKET, INSTALLING);

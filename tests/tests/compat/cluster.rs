@@ -183,3 +183,31 @@ fn a_learner_is_added_promoted_and_removed() {
     // Two of three voters remain: still a quorum.
     assert_eq!(etcdctl_ok(&cluster.members[2].endpoint(), &["put", "one-down", "x"]), "OK\n");
 }
+
+#[test]
+fn a_member_far_behind_catches_up_by_snapshot() {
+    let flags: Vec<&str> = TIMING.iter().copied().chain(["--snapshot-count", "100"]).collect();
+    let mut cluster = Cluster::start(Kind::Ferrocd, 3, &flags);
+    cluster.members[2].kill();
+    let ep = cluster.members[0].endpoint();
+    for i in 0..400 {
+        etcdctl_ok(&ep, &["put", &format!("k{i:03}"), &"v".repeat(100)]);
+    }
+    etcdctl_ok(&ep, &["compaction", "200"]);
+    // The leader snapshotted every 100 entries and dropped the log before them: the member
+    // that was down gets a snapshot, then the rest of the log.
+    cluster.members[2].restart();
+    let lagging = cluster.members[2].endpoint();
+    let all_keys = json(&lagging, &["get", "k", "--prefix", "--keys-only"]);
+    assert_eq!(all_keys["count"], 400);
+    assert!(cluster.members[2].log().contains("installed a snapshot from the leader"), "no snapshot was installed");
+    let out = etcdctl(&lagging, &["get", "k000", "--rev", "150"], None);
+    assert!(etcdctl_stderr(&out).contains("required revision has been compacted"), "the compaction came along");
+    let all = cluster.endpoints();
+    wait_for("every member to have the same hash", WAIT, || {
+        let out = etcdctl(&all, &["endpoint", "hashkv", "-w", "json"], None);
+        let Ok(hashes) = serde_json::from_slice::<Value>(&out.stdout) else { return false };
+        let hashes: Vec<&Value> = hashes.as_array().into_iter().flatten().map(|h| &h["HashKV"]).collect();
+        hashes.len() == 3 && hashes.iter().all(|h| h["hash"] == hashes[0]["hash"])
+    });
+}
