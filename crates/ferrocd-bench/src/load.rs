@@ -68,6 +68,28 @@ fn put(key: Vec<u8>) -> RequestOp {
 }
 
 /// Writes `keys` (random values), in transactions of 100 puts from a few concurrent clients.
+/// The URL (of `urls`) of the member that leads, by asking each for its status.
+///
+/// # Errors
+/// When no member names itself the leader within 30 s.
+pub async fn leader(urls: &[String]) -> anyhow::Result<String> {
+    use ferrocd_proto::etcdserverpb::StatusRequest;
+    use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for url in urls {
+            let Ok(channel) = Endpoint::from_shared(url.clone())?.connect().await else { continue };
+            let Ok(status) = MaintenanceClient::new(channel).status(StatusRequest {}).await else { continue };
+            let status = status.into_inner();
+            if status.leader != 0 && status.header.is_some_and(|h| h.member_id == status.leader) {
+                return Ok(url.clone());
+            }
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no member of {urls:?} leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn preload(url: &str, all: Vec<Vec<u8>>) -> anyhow::Result<()> {
     let batches: Vec<Vec<Vec<u8>>> = all.chunks(100).map(<[_]>::to_vec).collect();
     let next = Arc::new(AtomicU64::new(0));

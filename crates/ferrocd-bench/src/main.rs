@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use ferrocd_test_utils::{Kind, Member};
+use ferrocd_test_utils::{Cluster, Kind, Member};
 use serde_json::json;
 
 use crate::report::{Metric, Results, Server};
@@ -126,13 +126,20 @@ fn repetition(
         Server::Etcd => Kind::Etcd,
         Server::Ferrocd => Kind::Ferrocd,
     };
+    let (single, clustered): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase != Phase::Cluster);
+    if !clustered.is_empty() {
+        cluster_repetition(rt, args, &clustered, server, ticks, results)?;
+    }
+    if single.is_empty() && !restart {
+        return Ok(None);
+    }
     let mut member = Member::start(kind, &[]);
     let url = member.url();
     let pid = member.pid().context("server pid")?;
     rt.block_on(load::preload(&url, workloads::read_keys()))?;
     let mut written = None;
     let mut loaded = false;
-    for w in chosen {
+    for w in &single {
         if w.phase != Phase::Fresh && !loaded {
             load_put_keys(rt, args, &url, pid, server, results)?;
             loaded = true;
@@ -148,34 +155,7 @@ fn repetition(
         if let Some(recording) = recording {
             written = Some(recording.finish()?);
         }
-        if outcome.errors > 0 {
-            eprintln!(
-                "  {} {}: {} of {} operations failed, first: {}",
-                server.name(),
-                w.name,
-                outcome.errors,
-                total,
-                outcome.first_error.as_deref().unwrap_or("?")
-            );
-        }
-        if outcome.conflicts > 0 {
-            eprintln!("  {} {}: {} txn compares failed", server.name(), w.name, outcome.conflicts);
-        }
-        let per_op_us = cpu * 1e6 / outcome.ops.max(1) as f64;
-        results.record(w.name, Metric::Throughput, server, outcome.throughput());
-        results.record(w.name, Metric::P50, server, outcome.latency_ms(0.50));
-        results.record(w.name, Metric::P99, server, outcome.latency_ms(0.99));
-        results.record(w.name, Metric::P999, server, outcome.latency_ms(0.999));
-        results.record(w.name, Metric::CpuPerOp, server, per_op_us);
-        eprintln!(
-            "  {:<8} {:<20} {:>9.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  {:>6.0} CPU µs/op",
-            server.name(),
-            w.name,
-            outcome.throughput(),
-            outcome.latency_ms(0.5),
-            outcome.latency_ms(0.99),
-            per_op_us
-        );
+        record(results, server, w, &outcome, cpu);
     }
     if !loaded {
         load_put_keys(rt, args, &url, pid, server, results)?;
@@ -195,6 +175,69 @@ fn repetition(
     }
     member.kill();
     Ok(written)
+}
+
+/// Records one workload's figures (`cpu`: server CPU seconds it took) and prints them.
+fn record(results: &mut Results, server: Server, w: &Workload, outcome: &load::Outcome, cpu: f64) {
+    if outcome.errors > 0 {
+        eprintln!(
+            "  {} {}: {} of {} operations failed, first: {}",
+            server.name(),
+            w.name,
+            outcome.errors,
+            outcome.ops + outcome.errors,
+            outcome.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    if outcome.conflicts > 0 {
+        eprintln!("  {} {}: {} txn compares failed", server.name(), w.name, outcome.conflicts);
+    }
+    let per_op_us = cpu * 1e6 / outcome.ops.max(1) as f64;
+    results.record(w.name, Metric::Throughput, server, outcome.throughput());
+    results.record(w.name, Metric::P50, server, outcome.latency_ms(0.50));
+    results.record(w.name, Metric::P99, server, outcome.latency_ms(0.99));
+    results.record(w.name, Metric::P999, server, outcome.latency_ms(0.999));
+    results.record(w.name, Metric::CpuPerOp, server, per_op_us);
+    eprintln!(
+        "  {:<8} {:<22} {:>9.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  {:>6.0} CPU µs/op",
+        server.name(),
+        w.name,
+        outcome.throughput(),
+        outcome.latency_ms(0.5),
+        outcome.latency_ms(0.99),
+        per_op_us
+    );
+}
+
+/// The cluster workloads on a fresh 3-member cluster of `server`, sent to its leader; the
+/// CPU figure is the sum over the three members.
+fn cluster_repetition(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    chosen: &[Workload],
+    server: Server,
+    ticks: f64,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let kind = match server {
+        Server::Etcd => Kind::Etcd,
+        Server::Ferrocd => Kind::Ferrocd,
+    };
+    let cluster = Cluster::start(kind, 3, &[]);
+    let pids: Vec<u32> = cluster.members.iter().filter_map(Member::pid).collect();
+    let cpu_ticks =
+        || -> anyhow::Result<u64> { pids.iter().map(|&p| procfs::cpu_ticks(p).context("server CPU time")).sum() };
+    let urls: Vec<String> = cluster.members.iter().map(Member::url).collect();
+    let leader = rt.block_on(load::leader(&urls))?;
+    rt.block_on(load::preload(&leader, workloads::read_keys()))?;
+    for w in chosen {
+        let total = ((w.total as f64 * args.scale).round() as u64).max(w.clients as u64);
+        let cpu0 = cpu_ticks()?;
+        let outcome = rt.block_on(load::run(&leader, w, total, Duration::from_secs(args.time_limit)))?;
+        let cpu = (cpu_ticks()? - cpu0) as f64 / ticks;
+        record(results, server, w, &outcome, cpu);
+    }
+    Ok(())
 }
 
 /// Preloads the put key space and records the memory it takes.

@@ -51,6 +51,8 @@ pub enum Phase {
     Writes,
     /// After the write burst.
     AfterWrites,
+    /// On a fresh 3-member cluster, against its leader (the other phases run on one member).
+    Cluster,
 }
 
 /// What one operation of a workload is.
@@ -101,12 +103,16 @@ pub const CATALOGUE: &[Workload] = &[
     w("range-s-c1-after", Phase::AfterWrites, S, 1, 1, 10_000),
     w("range-l-c100-after", Phase::AfterWrites, L, 100, 10, 100_000),
     w("range-s-c100-after", Phase::AfterWrites, S, 100, 10, 100_000),
+    w("cluster3-put-seq-c1", Phase::Cluster, Op::Put { sequential: true }, 1, 1, 3_000),
+    w("cluster3-put-c100", Phase::Cluster, Op::Put { sequential: false }, 100, 10, 30_000),
+    w("cluster3-put-c1000", Phase::Cluster, Op::Put { sequential: false }, 1000, 100, 100_000),
+    w("cluster3-range-l-c100", Phase::Cluster, L, 100, 10, 100_000),
 ];
 
 /// The pseudo-workload that measures memory after the run and the restart.
 pub const RESTART: &str = "restart";
 
-/// Resolves `--workloads`: names, or the groups `reads`, `writes`, `after`, `all`.
+/// Resolves `--workloads`: names, or the groups `reads`, `writes`, `after`, `cluster`, `all`.
 pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
     let mut chosen = Vec::new();
     let mut restart = false;
@@ -119,6 +125,7 @@ pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
             "reads" => CATALOGUE.iter().filter(|w| w.phase == Phase::Fresh).copied().collect(),
             "writes" => CATALOGUE.iter().filter(|w| w.phase == Phase::Writes).copied().collect(),
             "after" => CATALOGUE.iter().filter(|w| w.phase == Phase::AfterWrites).copied().collect(),
+            "cluster" => CATALOGUE.iter().filter(|w| w.phase == Phase::Cluster).copied().collect(),
             RESTART => {
                 restart = true;
                 Vec::new()
@@ -128,7 +135,7 @@ pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
                 None => {
                     let names: Vec<&str> = CATALOGUE.iter().map(|w| w.name).collect();
                     return Err(format!(
-                        "unknown workload {name:?}; choose from all, reads, writes, after, {RESTART}, {}",
+                        "unknown workload {name:?}; choose from all, reads, writes, after, cluster, {RESTART}, {}",
                         names.join(", ")
                     ));
                 }
@@ -162,6 +169,7 @@ mod tests {
         assert_eq!(all.len(), CATALOGUE.len());
         assert!(restart);
         assert_eq!(select("writes").unwrap().0.len(), 4);
+        assert!(select("cluster").unwrap().0.iter().all(|w| w.phase == Phase::Cluster));
         assert!(select("nope").unwrap_err().contains("unknown workload \"nope\""));
     }
 }
