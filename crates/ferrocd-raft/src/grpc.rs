@@ -109,32 +109,63 @@ impl RaftPeer for PeerService {
         };
         let (vote, meta): (Vote, SnapshotMeta) = decode(&header).map_err(invalid)?;
         let dir = self.snapshots.scratch().map_err(internal)?;
-        let mut file: Option<tokio::fs::File> = None;
-        while let Some(chunk) = next_chunk(&mut stream).await? {
-            match chunk.kind {
-                Some(ChunkKind::File(FileStart { name, .. })) => {
-                    if let Some(done) = file.take() {
-                        done.sync_all().await.map_err(internal)?;
-                    }
-                    let mut parts = Path::new(&name).components();
-                    if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
-                        return Err(invalid(format!("snapshot file name {name:?} is not a plain name")));
-                    }
-                    file = Some(tokio::fs::File::create(dir.join(&name)).await.map_err(internal)?);
-                }
-                Some(ChunkKind::Data(data)) => match file.as_mut() {
-                    Some(f) => f.write_all(&data).await.map_err(internal)?,
-                    None => return Err(invalid("snapshot data before any file")),
-                },
-                Some(ChunkKind::Header(_)) | None => return Err(invalid("unexpected snapshot chunk")),
-            }
-        }
-        if let Some(done) = file.take() {
-            done.sync_all().await.map_err(internal)?;
+        let received = receive_files(&mut stream, &dir).await;
+        if let Err(e) = received {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
         }
         let snapshot = Snapshot { meta, snapshot: SnapshotDir { path: dir } };
         reply(&self.inbound.snapshot(vote, snapshot).await)
     }
+}
+
+/// An open file of a snapshot being received: the file, its announced size, the bytes written.
+type Receiving = (tokio::fs::File, u64, u64);
+
+/// Finishes a received file: checks it has its announced size, makes it durable.
+async fn close_file(file: Option<Receiving>) -> Result<(), Status> {
+    if let Some((file, size, written)) = file {
+        if size != written {
+            return Err(invalid(format!("snapshot file cut short: {written} of {size} bytes")));
+        }
+        file.sync_all().await.map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Writes the files of a snapshot stream into `dir`, up to and including its end marker.
+async fn receive_files(stream: &mut Streaming<SnapshotChunk>, dir: &Path) -> Result<(), Status> {
+    let mut file: Option<Receiving> = None;
+    let mut files = 0u64;
+    while let Some(chunk) = next_chunk(stream).await? {
+        match chunk.kind {
+            Some(ChunkKind::File(FileStart { name, size })) => {
+                close_file(file.take()).await?;
+                let mut parts = Path::new(&name).components();
+                if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
+                    return Err(invalid(format!("snapshot file name {name:?} is not a plain name")));
+                }
+                file = Some((tokio::fs::File::create(dir.join(&name)).await.map_err(internal)?, size, 0));
+                files += 1;
+            }
+            Some(ChunkKind::Data(data)) => match file.as_mut() {
+                Some((f, _, written)) => {
+                    f.write_all(&data).await.map_err(internal)?;
+                    *written += data.len() as u64;
+                }
+                None => return Err(invalid("snapshot data before any file")),
+            },
+            Some(ChunkKind::End(count)) => {
+                close_file(file.take()).await?;
+                if count != files {
+                    return Err(invalid(format!("snapshot stream ended after {files} of {count} files")));
+                }
+                return Ok(());
+            }
+            Some(ChunkKind::Header(_)) | None => return Err(invalid("unexpected snapshot chunk")),
+        }
+    }
+    Err(invalid("the snapshot stream ended without its end marker"))
 }
 
 /// The next chunk of a snapshot stream, or an error once it has been idle for [`IDLE`].
@@ -209,6 +240,7 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
+        let count = names.len() as u64;
         for name in names {
             let mut file = tokio::fs::File::open(dir.join(&name)).await.map_err(|e| e.to_string())?;
             let size = file.metadata().await.map_err(|e| e.to_string())?.len();
@@ -223,6 +255,7 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
                 send(ChunkKind::Data(buf)).await.map_err(|_| "the stream closed".to_string())?;
             }
         }
+        send(ChunkKind::End(count)).await.map_err(|_| "the stream closed".to_string())?;
         Ok::<(), String>(())
     });
     let response = client

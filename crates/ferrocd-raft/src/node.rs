@@ -248,7 +248,7 @@ impl<A: Apply> RaftNode<A> {
     pub async fn submit(&self, command: Vec<u8>) -> Result<(), Error> {
         let status = self.status();
         if status.leader == Some(self.id) {
-            return self.propose(command).await.map(drop);
+            return self.raft.client_write(crate::types::Command(command)).await.map(drop).map_err(write_error);
         }
         let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
         let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));

@@ -19,6 +19,10 @@ pub struct SnapshotDir {
 pub(crate) struct SnapshotStore {
     root: PathBuf,
     next: AtomicU64,
+    /// Held across building a snapshot and adopting it, and across adopting a received one and
+    /// installing it, so the two never interleave (a build during an install would capture a
+    /// half-installed state).
+    pub(crate) exclusive: parking_lot::Mutex<()>,
 }
 
 const CURRENT: &str = "CURRENT";
@@ -33,7 +37,7 @@ impl SnapshotStore {
                 remove(&path)?;
             }
         }
-        Ok(Self { root: root.to_path_buf(), next: AtomicU64::new(0) })
+        Ok(Self { root: root.to_path_buf(), next: AtomicU64::new(0), exclusive: parking_lot::Mutex::new(()) })
     }
 
     /// A fresh, empty directory for a snapshot being built or received.
@@ -48,6 +52,12 @@ impl SnapshotStore {
     /// Makes the snapshot in `dir` (a scratch directory of this store, or any directory, which is
     /// then copied) the current one, and deletes the older ones.
     pub(crate) fn adopt(&self, meta: &SnapshotMeta, dir: &Path) -> io::Result<SnapshotDir> {
+        // Already the current snapshot (openraft restores it at startup): nothing to move.
+        if let Some((_, current)) = self.current()?
+            && current.path == dir
+        {
+            return Ok(current);
+        }
         let index = meta.last_log_id.as_ref().map_or(0, |id| id.index);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("snap-{index:020}-{}-{n}", std::process::id());
@@ -57,7 +67,9 @@ impl SnapshotStore {
         } else {
             copy_dir(dir, &target)?;
         }
-        fs::write(self.root.join(format!("{name}.meta")), encode(meta)?)?;
+        let meta_path = self.root.join(format!("{name}.meta"));
+        fs::write(&meta_path, encode(meta)?)?;
+        fs::File::open(&meta_path)?.sync_all()?;
         sync_dir(&target)?;
         let tmp = self.root.join("tmp-CURRENT");
         fs::write(&tmp, name.as_bytes())?;

@@ -115,9 +115,15 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> io::Result<()> {
-        let adopted = self.snapshots.adopt(meta, &snapshot.path)?;
-        self.app.install(&adopted.path)?;
-        self.state = load(self.app.as_ref())?;
+        let (app, snapshots, meta) = (self.app.clone(), self.snapshots.clone(), meta.clone());
+        // Installing copies the whole state: off the async workers, so heartbeats go on.
+        self.state = blocking(move || {
+            let _exclusive = snapshots.exclusive.lock();
+            let adopted = snapshots.adopt(&meta, &snapshot.path)?;
+            app.install(&adopted.path)?;
+            load(app.as_ref())
+        })
+        .await?;
         Ok(())
     }
 
@@ -137,13 +143,23 @@ impl<A: Apply> RaftSnapshotBuilder<TypeConfig> for Builder<A> {
     type SnapshotData = SnapshotDir;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let dir = self.snapshots.scratch()?;
-        let blob = self.app.snapshot(&dir)?;
-        // An application that never applied anything has no blob yet.
-        let (last_log_id, last_membership): RaftState =
-            if blob.is_empty() { (None, StoredMembership::default()) } else { decode(&blob)? };
-        let meta = SnapshotMeta { last_log_id, last_membership };
-        let snapshot = self.snapshots.adopt(&meta, &dir)?;
-        Ok(Snapshot { meta, snapshot })
+        let (app, snapshots) = (self.app.clone(), self.snapshots.clone());
+        blocking(move || {
+            let _exclusive = snapshots.exclusive.lock();
+            let dir = snapshots.scratch()?;
+            let blob = app.snapshot(&dir)?;
+            // An application that never applied anything has no blob yet.
+            let (last_log_id, last_membership): RaftState =
+                if blob.is_empty() { (None, StoredMembership::default()) } else { decode(&blob)? };
+            let meta = SnapshotMeta { last_log_id, last_membership };
+            let snapshot = snapshots.adopt(&meta, &dir)?;
+            Ok(Snapshot { meta, snapshot })
+        })
+        .await
     }
+}
+
+/// Runs blocking storage work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
 }

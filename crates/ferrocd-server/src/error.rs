@@ -25,6 +25,11 @@ pub enum ServerError {
     Timeout,
     #[error("etcdserver: rpc not supported for learner")]
     Learner,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A membership change Raft refused (e.g. removing the last voter).
+    #[error("etcdserver: {0}")]
+    Precondition(String),
     /// The storage failed; the server stops serving writes.
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
@@ -45,7 +50,8 @@ impl From<ServerError> for Status {
             | ServerError::NoLeader
             | ServerError::LeaderChanged
             | ServerError::Timeout => Code::Unavailable,
-            ServerError::Learner => Code::FailedPrecondition,
+            ServerError::Learner | ServerError::Precondition(_) => Code::FailedPrecondition,
+            ServerError::MemberNotFound => Code::NotFound,
             ServerError::Storage(_) => Code::Internal,
         };
         Status::new(c, e.to_string())

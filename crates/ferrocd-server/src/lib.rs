@@ -279,6 +279,7 @@ async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
         .flat_map(|(_, urls)| urls)
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut listed_elsewhere = false;
     loop {
         for url in &peers {
             let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else { continue };
@@ -290,9 +291,19 @@ async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
             else {
                 continue;
             };
-            let Ok(resp) = ClusterClient::new(channel).member_list(MemberListRequest { linearizable: false }).await
-            else {
-                continue;
+            // Linearizable when the cluster can confirm it; serializable when it cannot (a
+            // one-member cluster adding its second voter needs this member to commit anything).
+            let mut client = ClusterClient::new(channel);
+            let linearizable = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.member_list(MemberListRequest { linearizable: true }),
+            );
+            let resp = match linearizable.await {
+                Ok(Ok(resp)) => resp,
+                _ => match client.member_list(MemberListRequest { linearizable: false }).await {
+                    Ok(resp) => resp,
+                    Err(_) => continue,
+                },
             };
             let resp = resp.into_inner();
             let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
@@ -303,11 +314,14 @@ async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
                     return Ok((member.id, cluster_id));
                 }
             }
-            anyhow::bail!(
-                "this member's peer URLs {mine:?} are not in the cluster's member list; add it with MemberAdd first"
-            );
+            listed_elsewhere = true;
         }
         if tokio::time::Instant::now() >= deadline {
+            if listed_elsewhere {
+                anyhow::bail!(
+                    "this member's peer URLs {mine:?} are not in the cluster's member list; add it with MemberAdd first"
+                );
+            }
             anyhow::bail!("cannot reach any member of the cluster at {peers:?} to join it");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -289,6 +289,8 @@ impl Apply for KvMachine {
 
     fn install(&self, dir: &Path) -> io::Result<()> {
         let engine = self.kv.engine();
+        // A snapshot that does not open is refused before anything is changed.
+        drop(RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?);
         let mut mark = WriteBatch::new();
         mark.put(SERVER_BUCKET, INSTALLING, dir.to_string_lossy().as_bytes().to_vec());
         engine.write(mark, true).map_err(io_error)?;
@@ -373,7 +375,10 @@ pub fn raft_error(e: ferrocd_raft::Error) -> ServerError {
         E::NoQuorum | E::Timeout(_) => ServerError::Timeout,
         E::Discarded => ServerError::LeaderChanged,
         E::Stopped(_) => ServerError::Stopped,
-        other => ServerError::Storage(other.to_string()),
+        E::MemberNotFound(_) => ServerError::MemberNotFound,
+        E::ChangeInProgress => ServerError::Precondition("a membership change is in progress".into()),
+        E::Config(why) => ServerError::Precondition(why),
+        E::Io(e) => ServerError::Storage(e.to_string()),
     }
 }
 

@@ -211,3 +211,26 @@ fn a_member_far_behind_catches_up_by_snapshot() {
         hashes.len() == 3 && hashes.iter().all(|h| h["hash"] == hashes[0]["hash"])
     });
 }
+
+#[test]
+fn a_voter_joins_a_single_member_cluster() {
+    let cluster = Cluster::start(Kind::Ferrocd, 1, TIMING);
+    let ep = cluster.members[0].endpoint();
+    etcdctl_ok(&ep, &["put", "before", "x"]);
+    // Adding a voter answers at once (the new member is needed for the next commit, as in etcd).
+    let mut joining = Member::new(Kind::Ferrocd, "m2", TIMING);
+    let added = json(&ep, &["member", "add", "m2", &format!("--peer-urls={}", joining.peer_url())]);
+    let id = added["member"]["ID"].as_u64().unwrap();
+    let spec = Cluster::spec(cluster.members.iter().chain(std::iter::once(&joining)));
+    joining.in_cluster(&spec, "existing");
+    joining.spawn();
+    joining.wait_until_serving();
+    assert_eq!(etcdctl_ok(&joining.endpoint(), &["get", "before", "--print-value-only"]), "x\n");
+    assert_eq!(etcdctl_ok(&joining.endpoint(), &["put", "after", "y"]), "OK\n");
+    let list = json(&ep, &["member", "list"]);
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    let me = members.iter().find(|m| m["ID"].as_u64() == Some(id)).unwrap();
+    assert_eq!(me["name"], "m2");
+    assert!(me.get("isLearner").is_none_or(|l| l == false), "{me}");
+}

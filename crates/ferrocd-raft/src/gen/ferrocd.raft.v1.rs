@@ -9,7 +9,7 @@ pub struct Payload {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SnapshotChunk {
-    #[prost(oneof = "snapshot_chunk::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "snapshot_chunk::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<snapshot_chunk::Kind>,
 }
 /// Nested message and enum types in `SnapshotChunk`.
@@ -24,6 +24,9 @@ pub mod snapshot_chunk {
         File(super::FileStart),
         #[prost(bytes, tag = "3")]
         Data(::prost::alloc::vec::Vec<u8>),
+        /// The number of files sent; last in the stream. A stream without it is incomplete.
+        #[prost(uint64, tag = "4")]
+        End(u64),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -210,7 +213,8 @@ pub mod raft_peer_client {
                 .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "TransferLeader"));
             self.inner.unary(req, path, codec).await
         }
-        /// A whole snapshot: one header, then each file as a start marker and data chunks.
+        /// A whole snapshot: one header, then each file as a start marker and data chunks, then the
+        /// end marker.
         pub async fn snapshot(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::SnapshotChunk>,
@@ -311,7 +315,8 @@ pub mod raft_peer_server {
             &self,
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
-        /// A whole snapshot: one header, then each file as a start marker and data chunks.
+        /// A whole snapshot: one header, then each file as a start marker and data chunks, then the
+        /// end marker.
         async fn snapshot(
             &self,
             request: tonic::Request<tonic::Streaming<super::SnapshotChunk>>,

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::config::parse_url;
+use crate::error::ServerError;
 use crate::ids;
 use crate::replica::raft_error;
 use crate::write_path::WritePath;
@@ -56,6 +57,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
         };
         let mut out: Vec<Member> = status.members.voters.iter().map(|m| member(m, false)).collect();
         out.extend(status.members.learners.iter().map(|m| member(m, true)));
+        out.sort_by_key(|m| m.id);
         Ok(out)
     }
 
@@ -108,7 +110,21 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         let node = Node { urls: req.peer_ur_ls.clone() };
         self.0.node.add_learner(id, node).await.map_err(raft_error)?;
         if !req.is_learner {
-            self.0.node.promote(id).await.map_err(raft_error)?;
+            // Joint consensus commits the new configuration only with a majority of it: adding a
+            // voter to a one-member cluster needs the new member to run. Answer once the change
+            // is in effect on this member, as etcd answers once its conf change is applied; the
+            // promotion completes in the background when the new member starts.
+            let node = Arc::clone(&self.0.node);
+            tokio::spawn(async move {
+                if let Err(e) = node.promote(id).await {
+                    tracing::warn!(member = %format!("{id:x}"), error = %e, "adding the member as a voter failed");
+                }
+            });
+            self.0
+                .node
+                .wait_until(self.0.request_timeout, |s| s.members.voters.contains_key(&id))
+                .await
+                .map_err(|_| ServerError::Timeout)?;
         }
         let members = self.members()?;
         let member = Member { id, peer_ur_ls: req.peer_ur_ls, is_learner: req.is_learner, ..Member::default() };

@@ -54,6 +54,7 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).put(r).await).await? {
+            self.0.caught_up(resp.header.as_ref()).await;
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
@@ -71,6 +72,7 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).delete_range(r).await).await? {
+            self.0.caught_up(resp.header.as_ref()).await;
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
@@ -86,6 +88,7 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).txn(r).await).await? {
+            self.0.caught_up(resp.header.as_ref()).await;
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
@@ -102,6 +105,7 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).compact(r).await).await? {
+            self.0.caught_up(resp.header.as_ref()).await;
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }

@@ -195,6 +195,18 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         }
     }
 
+    /// Waits (up to the request timeout) until this member's store has reached `revision`: a
+    /// member that forwarded a write answers, as in etcd, once it has applied it too, so its
+    /// own serializable reads see it.
+    pub async fn caught_up(&self, header: Option<&ResponseHeader>) {
+        let revision = header.map_or(0, |h| h.revision);
+        if self.kv.current_revision() >= revision {
+            return;
+        }
+        let kv = &self.kv;
+        let _ = self.node.wait_until(self.request_timeout, |_| kv.current_revision() >= revision).await;
+    }
+
     /// etcd's linearizable read barrier: returns once this member has applied everything
     /// committed before the call, as confirmed by the leader.
     ///
