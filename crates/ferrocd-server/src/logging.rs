@@ -6,17 +6,20 @@ use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 
 use crate::config::Config;
 
-/// Installs the global subscriber for `config`'s level and outputs.
+/// Installs the global subscriber for `config`'s level and outputs (openraft's own messages one
+/// level quieter).
 ///
 /// # Errors
 /// A log file that cannot be opened.
 pub fn init(config: &Config) -> anyhow::Result<()> {
     let level = match config.log_level.as_str() {
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "warn" => tracing::Level::WARN,
-        _ => tracing::Level::ERROR,
+        "debug" | "info" | "warn" => config.log_level.as_str(),
+        _ => "error",
     };
+    // openraft reports every vote and replication step at info; etcd's info log is about the
+    // member, so openraft speaks at info only when debug is asked for.
+    let raft = if level == "debug" { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft}"));
     let mut writer: Option<BoxMakeWriter> = None;
     for output in config.log_outputs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let next = match output {
@@ -38,7 +41,7 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .json()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_writer(writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr)))
         .with_current_span(false)
         .try_init()

@@ -320,6 +320,18 @@ impl Cluster {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: show what the server said, before its directory goes.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let exited = self.exited();
+            eprintln!(
+                "--- {:?} member {} (exited: {exited}), last lines of its log:\n{}",
+                self.kind,
+                self.name,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
         self.kill();
     }
 }

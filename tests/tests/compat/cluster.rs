@@ -8,8 +8,16 @@ use std::time::Duration;
 use ferrocd_test_utils::{Cluster, Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, wait_for};
 use serde_json::Value;
 
-/// Fast elections, so leader changes in the tests take a fraction of a second.
-const TIMING: &[&str] = &["--heartbeat-interval", "50", "--election-timeout", "500"];
+/// etcd's default timings: tight ones make a loaded CI machine (every test binary runs at once
+/// on 2 cores) miss heartbeats and hold needless elections.
+const TIMING: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
+
+/// The cluster tests run one at a time: each runs three or four servers.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const WAIT: Duration = Duration::from_secs(30);
 
 fn json(endpoint: &str, args: &[&str]) -> Value {
@@ -41,6 +49,7 @@ fn agreed_leader(endpoints: &str) -> Option<u64> {
 
 #[test]
 fn three_members_serve_any_request_and_survive_leader_moves_and_crashes() {
+    let _serial = one_at_a_time();
     let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
     let all = cluster.endpoints();
 
@@ -126,6 +135,7 @@ fn three_members_serve_any_request_and_survive_leader_moves_and_crashes() {
 
 #[test]
 fn a_learner_is_added_promoted_and_removed() {
+    let _serial = one_at_a_time();
     let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
     let ep = cluster.members[1].endpoint();
     for i in 0..50 {
@@ -186,6 +196,7 @@ fn a_learner_is_added_promoted_and_removed() {
 
 #[test]
 fn a_member_far_behind_catches_up_by_snapshot() {
+    let _serial = one_at_a_time();
     let flags: Vec<&str> = TIMING.iter().copied().chain(["--snapshot-count", "100"]).collect();
     let mut cluster = Cluster::start(Kind::Ferrocd, 3, &flags);
     cluster.members[2].kill();
@@ -214,6 +225,7 @@ fn a_member_far_behind_catches_up_by_snapshot() {
 
 #[test]
 fn a_voter_joins_a_single_member_cluster() {
+    let _serial = one_at_a_time();
     let cluster = Cluster::start(Kind::Ferrocd, 1, TIMING);
     let ep = cluster.members[0].endpoint();
     etcdctl_ok(&ep, &["put", "before", "x"]);
