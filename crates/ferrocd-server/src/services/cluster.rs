@@ -89,7 +89,8 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
 #[tonic::async_trait]
 impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        if let Some(mut resp) = self.0.forward(&request, async |c, r| ClusterClient::new(c).member_add(r).await).await?
+        if let Some(mut resp) =
+            self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_add(r).await).await?
         {
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
@@ -136,7 +137,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         if let Some(mut resp) =
-            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_remove(r).await).await?
+            self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_remove(r).await).await?
         {
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
@@ -154,7 +155,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         if let Some(mut resp) =
-            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_update(r).await).await?
+            self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_update(r).await).await?
         {
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));
@@ -181,7 +182,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         if let Some(mut resp) =
-            self.0.forward(&request, async |c, r| ClusterClient::new(c).member_promote(r).await).await?
+            self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_promote(r).await).await?
         {
             self.0.fill(&mut resp.header);
             return Ok(Response::new(resp));

@@ -12,6 +12,9 @@ use ferrocd_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use ferrocd_proto::etcdserverpb::ResponseHeader;
+use tonic::transport::Channel;
+
 use super::Shared;
 use crate::error::ServerError;
 use crate::write_path::WritePath;
@@ -29,8 +32,41 @@ fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
 }
 
 impl<E: Engine, W: WritePath> KvService<E, W> {
-    async fn write(&self, cmd: WriteRequest) -> Result<WriteResponse, Status> {
-        Ok(self.0.writes.propose(cmd).await?.response)
+    /// Serves a write at the leader: forwards it when another member leads; else checks it as
+    /// etcd does (`check`) and proposes it. A proposal refused because leadership moved
+    /// (nothing was appended, so nothing can apply twice) is routed again until the request
+    /// timeout.
+    async fn write<T: Clone + Send + Sync, R: Headed>(
+        &self,
+        request: Request<T>,
+        forward: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
+        check: impl Fn(&T) -> Result<(), ServerError>,
+        wrap: impl Fn(T) -> WriteRequest,
+        unwrap: impl Fn(WriteResponse) -> Option<R>,
+    ) -> Result<Response<R>, Status> {
+        let deadline = tokio::time::Instant::now() + self.0.request_timeout;
+        loop {
+            if let Some(mut resp) = self.0.forward(&request, &forward).await? {
+                self.0.caught_up(resp.header().as_ref()).await;
+                self.0.fill(resp.header());
+                return Ok(Response::new(resp));
+            }
+            let req = request.get_ref().clone();
+            check(&req)?;
+            match self.0.writes.propose(wrap(req)).await {
+                Ok(applied) => {
+                    let mut resp = unwrap(applied.response).ok_or_else(mismatch)?;
+                    self.0.fill(resp.header());
+                    return Ok(Response::new(resp));
+                }
+                Err(ServerError::NotLeader { .. } | ServerError::NoLeader)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    self.0.next_change(deadline).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -53,67 +89,61 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).put(r).await).await? {
-            self.0.caught_up(resp.header.as_ref()).await;
-            self.0.fill(&mut resp.header);
-            return Ok(Response::new(resp));
-        }
-        let req = request.into_inner();
-        validate::check_put(&req).map_err(ServerError::from)?;
-        self.0.check_size(&req)?;
-        self.0.check_quota(&req)?;
-        let WriteResponse::Put(mut resp) = self.write(WriteRequest::Put(req)).await? else { return Err(mismatch()) };
-        self.0.fill(&mut resp.header);
-        Ok(Response::new(resp))
+        let check = |req: &PutRequest| {
+            validate::check_put(req)?;
+            self.0.check_size(req)?;
+            self.0.check_quota(req)
+        };
+        let unwrap = |r| if let WriteResponse::Put(r) = r { Some(r) } else { None };
+        self.write(request, async |c, r| KvClient::new(c).put(r).await, check, WriteRequest::Put, unwrap).await
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).delete_range(r).await).await? {
-            self.0.caught_up(resp.header.as_ref()).await;
-            self.0.fill(&mut resp.header);
-            return Ok(Response::new(resp));
-        }
-        let req = request.into_inner();
-        validate::check_delete(&req).map_err(ServerError::from)?;
-        self.0.check_size(&req)?;
-        let WriteResponse::DeleteRange(mut resp) = self.write(WriteRequest::DeleteRange(req)).await? else {
-            return Err(mismatch());
+        let check = |req: &DeleteRangeRequest| {
+            validate::check_delete(req)?;
+            self.0.check_size(req)
         };
-        self.0.fill(&mut resp.header);
-        Ok(Response::new(resp))
+        let unwrap = |r| if let WriteResponse::DeleteRange(r) = r { Some(r) } else { None };
+        let forward = async |c, r| KvClient::new(c).delete_range(r).await;
+        self.write(request, forward, check, WriteRequest::DeleteRange, unwrap).await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).txn(r).await).await? {
-            self.0.caught_up(resp.header.as_ref()).await;
-            self.0.fill(&mut resp.header);
-            return Ok(Response::new(resp));
-        }
-        let req = request.into_inner();
-        validate::check_txn(&req, self.0.max_txn_ops).map_err(ServerError::from)?;
-        self.0.check_size(&req)?;
-        if has_puts(&req.success) || has_puts(&req.failure) {
-            self.0.check_quota(&req)?;
-        }
-        let WriteResponse::Txn(mut resp) = self.write(WriteRequest::Txn(req)).await? else { return Err(mismatch()) };
-        self.0.fill(&mut resp.header);
-        Ok(Response::new(resp))
+        let check = |req: &TxnRequest| {
+            validate::check_txn(req, self.0.max_txn_ops)?;
+            self.0.check_size(req)?;
+            if has_puts(&req.success) || has_puts(&req.failure) {
+                self.0.check_quota(req)?;
+            }
+            Ok(())
+        };
+        let unwrap = |r| if let WriteResponse::Txn(r) = r { Some(r) } else { None };
+        self.write(request, async |c, r| KvClient::new(c).txn(r).await, check, WriteRequest::Txn, unwrap).await
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        if let Some(mut resp) = self.0.forward(&request, async |c, r| KvClient::new(c).compact(r).await).await? {
-            self.0.caught_up(resp.header.as_ref()).await;
-            self.0.fill(&mut resp.header);
-            return Ok(Response::new(resp));
-        }
-        let req = request.into_inner();
-        let WriteResponse::Compact(mut resp) = self.write(WriteRequest::Compact(req)).await? else {
-            return Err(mismatch());
-        };
-        self.0.fill(&mut resp.header);
-        Ok(Response::new(resp))
+        let unwrap = |r| if let WriteResponse::Compact(r) = r { Some(r) } else { None };
+        let forward = async |c, r| KvClient::new(c).compact(r).await;
+        self.write(request, forward, |_| Ok(()), WriteRequest::Compact, unwrap).await
     }
 }
+
+/// A response with etcd's header.
+trait Headed {
+    fn header(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($t:ty),*) => {$(
+        impl Headed for $t {
+            fn header(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+headed!(PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);

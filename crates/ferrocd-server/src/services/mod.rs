@@ -179,7 +179,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     pub async fn forward<T: Clone, R>(
         &self,
         request: &Request<T>,
-        call: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
+        call: &impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
     ) -> Result<Option<R>, Status> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
@@ -193,6 +193,14 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
                 Err(status) => return Err(status),
             }
         }
+    }
+
+    /// Waits for the next change of this member's Raft status (a new leader, a new term, ...),
+    /// or `deadline`.
+    pub async fn next_change(&self, deadline: tokio::time::Instant) {
+        let mut first = true;
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = self.node.wait_until(wait, |_| !std::mem::replace(&mut first, false)).await;
     }
 
     /// Waits (up to the request timeout) until this member's store has reached `revision`: a
