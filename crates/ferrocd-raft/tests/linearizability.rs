@@ -1,5 +1,6 @@
 //! Concurrent clients against a 3-member in-process cluster under faults (leader crash and
-//! restart, minority partition and heal), reads served by leader and followers alike, their
+//! restart, minority partition and heal, every member restarted in turn, a learner added,
+//! promoted and a voter removed), reads served by leader and followers alike, their
 //! histories checked for linearizability; and the checker catching a deliberately broken read
 //! path (local reads without the read barrier).
 
@@ -8,9 +9,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocd_engine::MemEngine;
 use ferrocd_lincheck::{History, Op, Outcome, Output, check};
 use ferrocd_raft::testing::MemKv;
-use support::{TestCluster, WAIT};
+use ferrocd_raft::{BUCKETS, Error, NodeId, RaftNode};
+use support::{TestCluster, WAIT, node};
 use tokio::sync::RwLock;
 
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -103,6 +106,58 @@ async fn linearizable_across_a_minority_partition_and_heal() {
         }
         after_ops(&history, 180).await;
         cluster.read().await.router.heal();
+    })
+    .await;
+    assert_linearizable(&history);
+}
+
+/// Runs a membership change on the leader, retrying while leadership moves.
+async fn at_leader(cluster: &RwLock<TestCluster>, change: impl AsyncFn(&RaftNode<MemKv>) -> Result<(), Error>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = cluster.read().await;
+        let leader = c.leader().await;
+        match change(&c.members[&leader].node).await {
+            Ok(()) => return,
+            Err(Error::NotLeader { .. } | Error::ChangeInProgress) if tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("membership change failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_while_every_member_restarts_in_turn() {
+    let history = run(async |cluster, history| {
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            after_ops(&history, 40 + i * 60).await;
+            cluster.write().await.restart(id).await;
+        }
+    })
+    .await;
+    assert_linearizable(&history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_across_membership_changes() {
+    let history = run(async |cluster, history| {
+        after_ops(&history, 40).await;
+        cluster.write().await.start(4, Arc::new(MemEngine::new(BUCKETS)), Arc::new(MemKv::default())).await;
+        at_leader(&cluster, async |lead| lead.add_learner(4, node(4)).await).await;
+        after_ops(&history, 100).await;
+        at_leader(&cluster, async |lead| lead.promote(4).await).await;
+        after_ops(&history, 160).await;
+        let victim: NodeId = {
+            let c = cluster.read().await;
+            let leader = c.leader().await;
+            [1, 2, 3].into_iter().find(|&id| id != leader).unwrap()
+        };
+        at_leader(&cluster, async |lead| match lead.remove(victim).await {
+            // A retry after a leader change may find the change already made.
+            Err(Error::MemberNotFound(_)) => Ok(()),
+            other => other,
+        })
+        .await;
+        cluster.write().await.stop(victim).await;
     })
     .await;
     assert_linearizable(&history);

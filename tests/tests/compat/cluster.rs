@@ -151,6 +151,15 @@ fn a_learner_is_added_promoted_and_removed() {
     assert_eq!(added["members"].as_array().unwrap().len(), 4);
     let listed = etcdctl_ok(&ep, &["member", "list"]);
     assert!(listed.contains(&format!("{id:x}, unstarted, , {}, , true", learner.peer_url())), "{listed}");
+    // MemberUpdate changes a member's peer URLs, and refuses URLs another member has.
+    let hex = format!("{id:x}");
+    let taken = format!("--peer-urls={}", cluster.members[0].peer_url());
+    let out = etcdctl(&ep, &["member", "update", &hex, &taken], None);
+    assert!(etcdctl_stderr(&out).contains("etcdserver: Peer URLs already exists"), "{}", etcdctl_stderr(&out));
+    let updated = etcdctl_ok(&ep, &["member", "update", &hex, "--peer-urls=http://127.0.0.1:9"]);
+    assert!(updated.contains(&format!("Member {hex} updated in cluster")), "{updated}");
+    assert!(etcdctl_ok(&ep, &["member", "list"]).contains("http://127.0.0.1:9"));
+    etcdctl_ok(&ep, &["member", "update", &hex, &format!("--peer-urls={}", learner.peer_url())]);
     let spec = Cluster::spec(cluster.members.iter().chain(std::iter::once(&learner)));
     learner.in_cluster(&spec, "existing");
     learner.spawn();
