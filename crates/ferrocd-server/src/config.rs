@@ -132,6 +132,19 @@ pub fn parse_url(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, Confi
     Ok(addrs)
 }
 
+/// Every address the URLs of `list` (flag `flag`) resolve to, each once.
+fn listen_addrs(flag: &'static str, list: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut out = Vec::new();
+    for url in split(list) {
+        for addr in parse_url(flag, &url)? {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Config {
     /// The data directory: `--data-dir` or `<name>.ferrocd`.
     pub fn data_dir(&self) -> PathBuf {
@@ -151,15 +164,7 @@ impl Config {
     /// # Errors
     /// A URL that is not `http://host:port` or does not resolve.
     pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        let mut out = Vec::new();
-        for url in split(&self.listen_client_urls) {
-            for addr in parse_url("--listen-client-urls", &url)? {
-                if !out.contains(&addr) {
-                    out.push(addr);
-                }
-            }
-        }
-        Ok(out)
+        listen_addrs("--listen-client-urls", &self.listen_client_urls)
     }
 
     /// The server's quota in bytes.
@@ -223,15 +228,7 @@ impl Config {
     /// # Errors
     /// A URL that is not `http://host:port` or does not resolve.
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        let mut out = Vec::new();
-        for url in split(&self.listen_peer_urls) {
-            for addr in parse_url("--listen-peer-urls", &url)? {
-                if !out.contains(&addr) {
-                    out.push(addr);
-                }
-            }
-        }
-        Ok(out)
+        listen_addrs("--listen-peer-urls", &self.listen_peer_urls)
     }
 
     /// What `--version` prints: etcd's lines (tools parse `etcd Version:`), then ferrocd's.
