@@ -170,6 +170,15 @@ fn a_learner_is_added_promoted_and_removed() {
     // A learner serves serializable reads only.
     let out = etcdctl(&learner.endpoint(), &["get", "k00"], None);
     assert_eq!(etcdctl_stderr(&out), "Error: etcdserver: rpc not supported for learner\n");
+    for refused in [&["member", "list"][..], &["endpoint", "hashkv"], &["defrag"], &["put", "k", "v"]] {
+        let out = etcdctl(&learner.endpoint(), refused, None);
+        assert!(
+            etcdctl_stderr(&out).contains("etcdserver: rpc not supported for learner"),
+            "{refused:?}: {}",
+            etcdctl_stderr(&out)
+        );
+    }
+    assert!(json(&learner.endpoint(), &["endpoint", "status"])[0]["Status"]["isLearner"] == true);
     // etcd's limits and errors around learners.
     let second = Member::new(Kind::Ferrocd, "m5", TIMING);
     let out = etcdctl(&ep, &["member", "add", "m5", &format!("--peer-urls={}", second.peer_url()), "--learner"], None);

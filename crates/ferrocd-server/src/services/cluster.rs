@@ -171,6 +171,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        self.0.not_learner()?;
         if request.into_inner().linearizable {
             self.0.read_barrier().await?;
         }

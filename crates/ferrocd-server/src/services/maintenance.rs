@@ -27,6 +27,7 @@ pub struct MaintenanceService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
 #[tonic::async_trait]
 impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.0.not_learner()?;
         match AlarmAction::try_from(request.into_inner().action) {
             // No alarm is ever raised by this build, so the list is truthfully empty.
             Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
@@ -63,6 +64,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.0.not_learner()?;
         let kv = Arc::clone(&self.0.kv);
         // An online compaction of every bucket: reads and writes go on meanwhile.
         tokio::task::spawn_blocking(move || {
@@ -82,6 +84,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0.not_learner()?;
         let revision = request.into_inner().revision;
         let kv = Arc::clone(&self.0.kv);
         let h = tokio::task::spawn_blocking(move || kv.hash_kv(revision))

@@ -138,6 +138,14 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         })
     }
 
+    /// etcd's learners serve only Status, serializable Range and Snapshot.
+    ///
+    /// # Errors
+    /// `etcdserver: rpc not supported for learner` on a learner.
+    pub fn not_learner(&self) -> Result<(), ServerError> {
+        if self.node.role() == Role::Learner { Err(ServerError::Learner) } else { Ok(()) }
+    }
+
     /// Where a request that changes the cluster's state is served: here when this member leads,
     /// else at the leader (a request already forwarded once is not forwarded again). Waits up
     /// to the request timeout for a leader to be elected.
@@ -145,9 +153,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// etcd's learner, no-leader and leader-changed errors.
     pub async fn route<T>(&self, req: &Request<T>) -> Result<Route, ServerError> {
-        if self.node.role() == Role::Learner {
-            return Err(ServerError::Learner);
-        }
+        self.not_learner()?;
         let leader = match self.node.leader() {
             Some(leader) => leader,
             None => self
@@ -221,9 +227,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// etcd's learner, no-leader and timeout errors.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
-        if self.node.role() == Role::Learner {
-            return Err(ServerError::Learner);
-        }
+        self.not_learner()?;
         if self.node.leader().is_none() {
             let _ = self.node.wait_until(self.request_timeout, |s| s.leader.is_some()).await;
         }
