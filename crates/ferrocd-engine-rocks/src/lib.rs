@@ -26,6 +26,9 @@ impl std::fmt::Debug for RocksEngine {
     }
 }
 
+/// The memory all memtables may use together.
+const DB_WRITE_BUFFER_BYTES: usize = 32 << 20;
+
 fn backend(e: rocksdb::Error) -> Error {
     Error::Backend(e.into_string())
 }
@@ -51,6 +54,10 @@ impl RocksEngine {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        // One cap on the memtables of all column families together (each would otherwise grow
+        // to 64 MiB): a write-heavy bucket such as a log is flushed early instead of holding
+        // tens of MiB of entries that are read back rarely.
+        opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
         opts.set_keep_log_file_num(4);
         let cfs = buckets.iter().map(|b| ColumnFamilyDescriptor::new(b.name(), cf_options()));
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(backend)?;
