@@ -176,32 +176,40 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
     }
 }
 
-/// Client connections, one lazily connected channel per peer URL.
+/// Client connections to members' peer listeners, one lazily connected channel per URL, with
+/// keepalives (the application reuses them for its own peer services).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Channels {
+pub struct Channels {
     cache: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Channels {
-    pub(crate) fn client(&self, node: &Node) -> Result<RaftPeerClient<Channel>, String> {
-        let url = node.urls.first().ok_or("the member has no peer URL")?;
+    /// The channel to the first of `urls`.
+    ///
+    /// # Errors
+    /// No URL, or one tonic cannot use.
+    pub fn channel(&self, urls: &[String]) -> Result<Channel, String> {
+        let url = urls.first().ok_or("the member has no peer URL")?;
         let mut cache = self.cache.lock();
-        let channel = match cache.get(url) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("peer URL {url}: {e}"))?
-                    .connect_timeout(Duration::from_secs(3))
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(20))
-                    .keep_alive_while_idle(true)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                cache.insert(url.clone(), channel.clone());
-                channel
-            }
-        };
-        Ok(RaftPeerClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+        if let Some(channel) = cache.get(url) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("peer URL {url}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        cache.insert(url.clone(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn client(&self, node: &Node) -> Result<RaftPeerClient<Channel>, String> {
+        Ok(RaftPeerClient::new(self.channel(&node.urls)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
     }
 }
 

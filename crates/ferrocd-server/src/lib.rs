@@ -40,7 +40,7 @@ use replica::{KvMachine, LogCommand, MemberAttrs, RaftWritePath, log_command};
 use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::maintenance::MaintenanceService;
-use services::{PeerChannels, Shared, SizeCache};
+use services::{Shared, SizeCache};
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -126,7 +126,7 @@ impl Server {
             writes: RaftWritePath { node: Arc::clone(&node), machine: Arc::clone(&machine) },
             node: Arc::clone(&node),
             machine: Arc::clone(&machine),
-            peers: PeerChannels::default(),
+            peers: ferrocd_raft::grpc::Channels::default(),
             member_id,
             cluster_token: token.clone(),
             request_timeout,

@@ -124,10 +124,7 @@ fn member_key(id: u64) -> Vec<u8> {
 }
 
 fn read_u64(view: &impl ReadView, key: &[u8]) -> io::Result<Option<u64>> {
-    match view.get(SERVER_BUCKET, key).map_err(io_error)? {
-        None => Ok(None),
-        Some(v) => v.as_slice().try_into().map(|b| Some(u64::from_be_bytes(b))).map_err(|_| io_error("corrupt record")),
-    }
+    storage::read_u64(view, key).map_err(io_error)
 }
 
 impl KvMachine {
@@ -186,9 +183,14 @@ impl KvMachine {
 
     fn apply_one(&self, entry: &Committed<'_>) -> io::Result<Option<Outcome>> {
         let engine = self.kv.engine();
-        let mut extra = WriteBatch::new();
-        extra.put(SERVER_BUCKET, RAFT_STATE, entry.raft_state);
-        extra.put(SERVER_BUCKET, APPLIED_INDEX, entry.index.to_be_bytes());
+        // The entry's Raft state and index, written with its effects (or alone).
+        let record = || {
+            let mut batch = WriteBatch::new();
+            batch.put(SERVER_BUCKET, RAFT_STATE, entry.raft_state);
+            batch.put(SERVER_BUCKET, APPLIED_INDEX, entry.index.to_be_bytes());
+            batch
+        };
+        let mut extra = record();
         let Payload::Command(bytes) = entry.payload else {
             // Membership lives in the Raft state blob; noops change nothing else.
             engine.write(extra, false).map_err(io_error)?;
@@ -221,7 +223,7 @@ impl KvMachine {
             }
         };
         let physical = matches!(&request, WriteRequest::Compact(c) if c.physical);
-        match self.kv.apply(request, &NoLeases, extra.clone()) {
+        match self.kv.apply(request, &NoLeases, extra) {
             Ok(mut applied) => {
                 let mut compacted = None;
                 if let Some(job) = applied.compaction.take() {
@@ -250,7 +252,7 @@ impl KvMachine {
             }
             Err(e) => {
                 // A refused request changes nothing but still consumes its entry.
-                engine.write(extra, false).map_err(io_error)?;
+                engine.write(record(), false).map_err(io_error)?;
                 Ok(Some(Outcome { result: Err(e), compacted: None }))
             }
         }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrocd_engine::{Bucket, Engine, WriteBatch};
+use ferrocd_engine::{Bucket, Engine, ReadView, WriteBatch};
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::KvStore;
 
@@ -34,15 +34,18 @@ pub fn open_engine(data_dir: &Path) -> anyhow::Result<Arc<RocksEngine>> {
     Ok(Arc::new(RocksEngine::open(&dir, &buckets())?))
 }
 
-fn read_u64(engine: &impl Engine, key: &[u8]) -> anyhow::Result<Option<u64>> {
-    match engine.get(SERVER_BUCKET, key)? {
-        None => Ok(None),
-        Some(v) => Ok(Some(u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("corrupt server record {:?}", String::from_utf8_lossy(key)))?,
-        ))),
-    }
+/// A `u64` record of the server bucket, if present.
+///
+/// # Errors
+/// Engine failures; [`ferrocd_engine::Error::Corrupt`] for a record that is not 8 bytes.
+pub fn read_u64(view: &impl ReadView, key: &[u8]) -> ferrocd_engine::Result<Option<u64>> {
+    view.get(SERVER_BUCKET, key)?
+        .map(|v| {
+            v.as_slice().try_into().map(u64::from_be_bytes).map_err(|_| {
+                ferrocd_engine::Error::Corrupt(format!("server record {:?}", String::from_utf8_lossy(key)))
+            })
+        })
+        .transpose()
 }
 
 /// The IDs this data directory was created with, recording `fresh` on first start.
@@ -66,12 +69,4 @@ pub fn identity(engine: &impl Engine, fresh: (u64, u64)) -> anyhow::Result<(u64,
 /// Engine failures.
 pub fn stored_identity(engine: &impl Engine) -> anyhow::Result<Option<(u64, u64)>> {
     Ok(read_u64(engine, MEMBER_ID)?.zip(read_u64(engine, CLUSTER_ID)?))
-}
-
-/// The index of the last applied command (0 when new).
-///
-/// # Errors
-/// Engine failures.
-pub fn applied_index(engine: &impl Engine) -> anyhow::Result<u64> {
-    Ok(read_u64(engine, APPLIED_INDEX)?.unwrap_or(0))
 }

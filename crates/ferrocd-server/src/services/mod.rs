@@ -7,7 +7,6 @@ pub mod cluster;
 pub mod kv;
 pub mod maintenance;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +16,9 @@ use ferrocd_mvcc::KvStore;
 use ferrocd_proto::etcdserverpb::ResponseHeader;
 use prost::Message;
 
+use ferrocd_raft::grpc::Channels;
 use ferrocd_raft::{RaftNode, Role};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServerError;
@@ -36,7 +36,7 @@ pub struct Shared<E: Engine, W: WritePath> {
     pub node: Arc<RaftNode<KvMachine>>,
     pub machine: Arc<KvMachine>,
     /// Connections to other members' peer listeners, for forwarding to the leader.
-    pub peers: PeerChannels,
+    pub peers: Channels,
     pub member_id: u64,
     /// etcd's `--initial-cluster-token`, which new member IDs are derived from.
     pub cluster_token: String,
@@ -77,31 +77,6 @@ impl SizeCache {
             self.bytes.store(engine.size_bytes(), Ordering::Relaxed);
         }
         self.bytes.load(Ordering::Relaxed)
-    }
-}
-
-/// Lazily connected channels to peer URLs, one per URL.
-#[derive(Debug, Default)]
-pub struct PeerChannels(parking_lot::Mutex<HashMap<String, Channel>>);
-
-impl PeerChannels {
-    /// A channel to the first of `urls`.
-    ///
-    /// # Errors
-    /// No URL, or one tonic cannot use.
-    pub fn channel(&self, urls: &[String]) -> Result<Channel, ServerError> {
-        let url = urls.first().ok_or(ServerError::NoLeader)?;
-        let mut cache = self.0.lock();
-        if let Some(channel) = cache.get(url) {
-            return Ok(channel.clone());
-        }
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| ServerError::Storage(format!("peer URL {url}: {e}")))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        cache.insert(url.clone(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -173,7 +148,8 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         let members = self.node.status().members;
         let node =
             members.voters.get(&leader).or_else(|| members.learners.get(&leader)).ok_or(ServerError::NoLeader)?;
-        Ok(Route::Leader(self.peers.channel(&node.urls)?, leader))
+        let channel = self.peers.channel(&node.urls).map_err(ServerError::Storage)?;
+        Ok(Route::Leader(channel, leader))
     }
 
     /// Serves `request` at the leader when another member leads: forwards it with `call` and
