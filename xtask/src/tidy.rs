@@ -12,13 +12,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-types", &["ferrocd-engine", "rocksdb", "tonic"]),
     ("ferrocd-mvcc", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-lease", "ferrocd-auth", "ferrocd-watch"]),
     ("ferrocd-proto", &["rocksdb", "ferrocd-engine"]),
+    // The watch hub reads history through its own trait; the lessor knows no keyspace.
+    ("ferrocd-watch", &["rocksdb", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-lease", "ferrocd-auth", "ferrocd-raft"]),
+    (
+        "ferrocd-lease",
+        &["rocksdb", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-auth", "ferrocd-raft", "ferrocd-proto", "tokio"],
+    ),
     // Reusable for any state machine: nothing of etcd, and no RocksDB of its own.
     ("ferrocd-raft", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
 ];
 
 /// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no
 /// feature (the `client` / `server` features bring tonic).
-const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc"];
+const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-watch"];
 
 /// Crates allowed to depend on `ferrocd-engine-rocks` (the composition roots).
 const MAY_USE_ROCKS: &[&str] = &["ferrocd-server", "ferrocd-test-utils", "ferrocd-tests"];

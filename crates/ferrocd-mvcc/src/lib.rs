@@ -35,7 +35,7 @@ use ferrocd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use ferrocd_proto::mvccpb::{Event, KeyValue};
+use ferrocd_proto::mvccpb::{Event, KeyValue, event::EventType};
 use ferrocd_types::Revision;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
@@ -373,6 +373,72 @@ impl<E: Engine> KvStore<E> {
         }
     }
 
+    /// The events of the revisions `from..=to` (`to` is capped at the published revision), in
+    /// revision order, for watchers catching up: whole revisions only, stopping after the first
+    /// revision at which at least `max_events` were collected. Returns the events and the last
+    /// revision they cover completely.
+    ///
+    /// History below the compaction revision is gone: `from` below it fails. (As in etcd, a
+    /// deletion at exactly the compaction revision is compacted away too.)
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when `from` is below the compaction revision; engine failures.
+    pub fn events(&self, from: i64, to: i64, max_events: usize) -> Result<(Vec<Event>, i64)> {
+        let to = to.min(self.current_revision());
+        let state = self.state.read();
+        if from < state.compacted {
+            return Err(Error::Compacted);
+        }
+        // A snapshot taken under the lock: no compaction job can remove what it shows.
+        let snapshot = self.engine.snapshot();
+        drop(state);
+        let mut events = Vec::new();
+        let mut through = to;
+        let mut failure = None;
+        let start = Revision::new(from.max(0), 0).to_bytes();
+        let end = Revision::new(to.saturating_add(1), 0).to_bytes();
+        snapshot.scan(KEY_BUCKET, &start, Some(&end), false, &mut |k, v| {
+            let Some(rev) = Revision::from_bytes(k) else {
+                failure = Some(Error::Corrupt("short revision key".into()));
+                return Ok(Scan::Stop);
+            };
+            if events.len() >= max_events && events.last().is_some_and(|e: &Event| mod_revision(e) != rev.main) {
+                through = rev.main - 1;
+                return Ok(Scan::Stop);
+            }
+            match KeyValue::decode(v) {
+                Ok(kv) => {
+                    let kind =
+                        if k.get(Revision::ENCODED_LEN) == Some(&b't') { EventType::Delete } else { EventType::Put };
+                    events.push(Event { r#type: kind as i32, kv: Some(kv), prev_kv: None });
+                    Ok(Scan::Continue)
+                }
+                Err(e) => {
+                    failure = Some(Error::Corrupt(format!("revision {rev:?}: {e}")));
+                    Ok(Scan::Stop)
+                }
+            }
+        })?;
+        failure.map_or(Ok((events, through)), Err)
+    }
+
+    /// The key-value pair of `key` as it was at `revision`, if it existed then and that
+    /// revision is not compacted (a watcher's `prev_kv`).
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub fn value_at(&self, key: &[u8], revision: i64) -> Result<Option<KeyValue>> {
+        if revision <= 0 {
+            return Ok(None);
+        }
+        let req = RangeRequest { key: key.to_vec(), revision, ..Default::default() };
+        match self.range(&req) {
+            Ok(resp) => Ok(resp.kvs.into_iter().next()),
+            Err(Error::Compacted | Error::FutureRevision) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The hash of the history at `revision` (0: the current revision), over what compaction
     /// kept; equal stores have equal hashes.
     ///
@@ -392,6 +458,10 @@ impl<E: Engine> KvStore<E> {
         })?;
         Ok(KvHash { hash: hasher, revision: rev, compact_revision: state.compacted })
     }
+}
+
+fn mod_revision(event: &Event) -> i64 {
+    event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
 
 /// Visits the records of the key bucket below `end` in revision order, decoded; stops at the

@@ -414,3 +414,65 @@ fn out_of_order_compaction_jobs_are_cleaned_up_on_open() {
     assert_eq!(stored_revisions(again.engine()), 3, "only 5, 6 and 7 are left");
     assert_eq!(again.stats().revisions, 3);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// History read back by revision equals the events the writes returned: whole revisions,
+    /// in order, in chunks of at least `max` events, and nothing below a compaction.
+    #[test]
+    fn history_replays_the_events_of_each_write(
+        ops in prop::collection::vec(op(), 1..40),
+        reads in prop::collection::vec((0i64..45, 0i64..45, 1usize..6), 1..8),
+        compact_at in prop::option::of(1i64..45),
+    ) {
+        let s = store();
+        let mut written = Vec::new();
+        for op in ops {
+            let events = match op {
+                Op::Put(k, v) => s.put(PutRequest { key: k, value: v, ..Default::default() }).unwrap().1,
+                Op::Delete(k, e) => s.delete_range(DeleteRangeRequest { key: k, range_end: e, ..Default::default() }).unwrap().1,
+                Op::Txn { puts, .. } => {
+                    let req = TxnRequest {
+                        success: puts.iter().map(|(k, v)| ferrocd_proto::etcdserverpb::RequestOp {
+                            request: Some(request_op::Request::RequestPut(PutRequest { key: k.clone(), value: v.clone(), ..Default::default() })),
+                        }).collect(),
+                        ..Default::default()
+                    };
+                    s.txn(req).unwrap().1
+                }
+                Op::Compact(_) | Op::Read { .. } => Vec::new(),
+            };
+            written.extend(events);
+        }
+        let compacted = compact_at.filter(|r| *r <= s.current_revision());
+        if let Some(r) = compacted {
+            s.compact(CompactionRequest { revision: r, physical: true }).unwrap();
+        }
+        let rev = |e: &ferrocd_proto::mvccpb::Event| e.kv.as_ref().unwrap().mod_revision;
+        for (from, to, max) in reads {
+            let got = s.events(from, to, max);
+            if compacted.is_some_and(|c| from < c) {
+                prop_assert!(matches!(got, Err(Error::Compacted)));
+                continue;
+            }
+            let (events, through) = got.unwrap();
+            let to = to.min(s.current_revision());
+            prop_assert!(through <= to);
+            let want: Vec<_> = written.iter().filter(|e| rev(e) >= from && rev(e) <= through).cloned().collect();
+            if compacted.is_none() {
+                prop_assert_eq!(&events, &want);
+            } else {
+                // At the compaction revision itself only what compaction kept remains.
+                let above: Vec<_> = want.iter().filter(|e| Some(rev(e)) > compacted).collect();
+                let got_above: Vec<_> = events.iter().filter(|e| Some(rev(e)) > compacted).collect();
+                prop_assert_eq!(got_above, above);
+            }
+            if through < to {
+                // Cut only once enough events were read, and never inside a revision.
+                prop_assert!(events.len() >= max);
+                prop_assert!(written.iter().any(|e| rev(e) == through + 1));
+            }
+        }
+    }
+}

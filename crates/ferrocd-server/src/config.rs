@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -86,9 +87,25 @@ pub struct Config {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long = "snapshot-count", env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// How often watchers that asked for progress notifications get one when quiet (a Go
+    /// duration such as `10m`, `5s` or `500ms`; at least 100ms).
+    #[arg(
+        long = "watch-progress-notify-interval",
+        visible_alias = "experimental-watch-progress-notify-interval",
+        env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_go_duration
+    )]
+    pub watch_progress_notify_interval: Duration,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
+}
+
+/// Parses a Go duration (`1h30m`, `1.5s`, `100ms`), as etcd's duration flags take.
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let nanos = go_parse_duration::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e:?}"))?;
+    u64::try_from(nanos).map(Duration::from_nanos).map_err(|_| format!("negative duration {text:?}"))
 }
 
 /// A configuration that cannot be served.
@@ -106,6 +123,8 @@ pub enum ConfigError {
     BadTimeouts { election: u64, heartbeat: u64 },
     #[error("--max-txn-ops must be at least 1")]
     NoTxnOps,
+    #[error("--watch-progress-notify-interval must be at least 100ms, got {0:?}")]
+    ProgressIntervalTooShort(Duration),
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -204,6 +223,9 @@ impl Config {
         if self.max_txn_ops == 0 {
             return Err(ConfigError::NoTxnOps);
         }
+        if self.watch_progress_notify_interval < Duration::from_millis(100) {
+            return Err(ConfigError::ProgressIntervalTooShort(self.watch_progress_notify_interval));
+        }
         if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::BadTimeouts {
                 election: self.election_timeout,
@@ -251,6 +273,21 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("ferrocd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn progress_interval_takes_go_durations_under_both_names() {
+        assert_eq!(parse(&[]).unwrap().watch_progress_notify_interval, Duration::from_secs(600));
+        let c = parse(&["--watch-progress-notify-interval", "1m30s"]).unwrap();
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(90));
+        let c = parse(&["--experimental-watch-progress-notify-interval=250ms"]).unwrap();
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_millis(250));
+        assert!(parse(&["--watch-progress-notify-interval", "soon"]).is_err());
+        let short = parse(&["--watch-progress-notify-interval", "10ms"]).unwrap();
+        assert_eq!(
+            short.validate().unwrap_err().to_string(),
+            "--watch-progress-notify-interval must be at least 100ms, got 10ms"
+        );
     }
 
     #[test]

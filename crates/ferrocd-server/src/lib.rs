@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod logging;
 pub mod replica;
@@ -27,6 +28,7 @@ use ferrocd_mvcc::{KvStore, Options};
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -40,6 +42,7 @@ use replica::{KvMachine, LogCommand, MemberAttrs, RaftWritePath, log_command};
 use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::maintenance::MaintenanceService;
+use services::watch::WatchService;
 use services::{Shared, SizeCache};
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
@@ -110,7 +113,7 @@ impl Server {
             (fresh_member, fresh_cluster)
         };
         let (member_id, cluster_id) = storage::identity(&*engine, fresh)?;
-        let machine = Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id)?);
+        let machine = Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default())?);
         let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));
         raft_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
         raft_config.election_timeout = Duration::from_millis(config.election_timeout);
@@ -165,7 +168,13 @@ impl Server {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
             );
+        let client_router = client_router.add_service(
+            WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(usize::MAX),
+        );
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
+        tokio::spawn(progress_ticks(machine.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
         tracing::info!(
             name = %config.name,
             data_dir = %data_dir.display(),
@@ -219,6 +228,19 @@ impl Server {
         self.kv.sync()?;
         tracing::info!("stopped serving");
         Ok(())
+    }
+}
+
+/// Sends watchers that asked for them their progress notifications, every `interval` until
+/// the server stops.
+async fn progress_ticks(hub: history::Hub, interval: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => hub.progress_tick(),
+            _ = stopped.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -17,11 +17,14 @@ use ferrocd_engine::{Bucket, Engine, ReadView, Scan, WriteBatch};
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{Applied, KEY_BUCKET, KvStore, META_BUCKET, NoLeases, WriteRequest};
 use ferrocd_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+use ferrocd_proto::mvccpb::Event;
 use ferrocd_raft::{Apply, Committed, Payload, RaftNode};
+use ferrocd_watch::Options as WatchOptions;
 use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
+use crate::history::{Hub, StoreHistory};
 use crate::storage::{self, APPLIED_INDEX, SERVER_BUCKET};
 use crate::write_path::{Command, WritePath};
 
@@ -109,6 +112,8 @@ impl Outcome {
 #[derive(Debug)]
 pub struct KvMachine {
     kv: Arc<KvStore<RocksEngine>>,
+    /// Gets every applied revision's events, once they are visible.
+    hub: Hub,
     cluster_id: AtomicU64,
     applied: AtomicU64,
 }
@@ -133,7 +138,7 @@ impl KvMachine {
     ///
     /// # Errors
     /// Engine failures; a snapshot to finish installing that is gone.
-    pub fn open(kv: Arc<KvStore<RocksEngine>>, cluster_id: u64) -> io::Result<Self> {
+    pub fn open(kv: Arc<KvStore<RocksEngine>>, cluster_id: u64, watch: WatchOptions) -> io::Result<Self> {
         let engine = Arc::clone(kv.engine());
         if let Some(dir) = engine.get(SERVER_BUCKET, INSTALLING).map_err(io_error)? {
             let dir = std::path::PathBuf::from(String::from_utf8_lossy(&dir).into_owned());
@@ -144,6 +149,7 @@ impl KvMachine {
         let machine = Self {
             cluster_id: AtomicU64::new(read_u64(&*engine, CLUSTER_ID)?.unwrap_or(cluster_id)),
             applied: AtomicU64::new(read_u64(&*engine, APPLIED_INDEX)?.unwrap_or(0)),
+            hub: Hub::new(StoreHistory(Arc::clone(&kv)), kv.current_revision(), watch),
             kv,
         };
         Ok(machine)
@@ -151,6 +157,11 @@ impl KvMachine {
 
     pub fn kv(&self) -> &Arc<KvStore<RocksEngine>> {
         &self.kv
+    }
+
+    /// The member's watch hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -181,7 +192,8 @@ impl KvMachine {
         Ok(out)
     }
 
-    fn apply_one(&self, entry: &Committed<'_>) -> io::Result<Option<Outcome>> {
+    /// Applies one entry; the events of a change are added to `events` (for watchers).
+    fn apply_one(&self, entry: &Committed<'_>, events: &mut Vec<(i64, Vec<Event>)>) -> io::Result<Option<Outcome>> {
         let engine = self.kv.engine();
         // The entry's Raft state and index, written with its effects (or alone).
         let record = || {
@@ -225,6 +237,9 @@ impl KvMachine {
         let physical = matches!(&request, WriteRequest::Compact(c) if c.physical);
         match self.kv.apply(request, &NoLeases, extra) {
             Ok(mut applied) => {
+                if !applied.events.is_empty() {
+                    events.push((applied.revision, std::mem::take(&mut applied.events)));
+                }
                 let mut compacted = None;
                 if let Some(job) = applied.compaction.take() {
                     // Every member runs its own compaction, off the apply thread.
@@ -264,12 +279,17 @@ impl Apply for KvMachine {
 
     fn apply(&self, entries: &[Committed<'_>]) -> io::Result<Vec<Option<Outcome>>> {
         let mut out = Vec::with_capacity(entries.len());
+        let mut events = Vec::new();
         for entry in entries {
-            out.push(self.apply_one(entry)?);
+            out.push(self.apply_one(entry, &mut events)?);
         }
         // Committed entries may be shown before their effects reach the disk here: a crash
         // re-applies them from the log.
         self.kv.publish();
+        // Watchers get revisions once readers can see them; the hub never waits for them.
+        for (revision, events) in events {
+            self.hub.notify(revision, events);
+        }
         if let Some(last) = entries.last() {
             self.applied.store(last.index, Ordering::Release);
         }
@@ -298,6 +318,7 @@ impl Apply for KvMachine {
         engine.write(mark, true).map_err(io_error)?;
         install_from(&**engine, dir)?;
         self.kv.reload().map_err(io_error)?;
+        self.hub.reset(self.kv.current_revision());
         self.cluster_id.store(read_u64(&**engine, CLUSTER_ID)?.unwrap_or(self.cluster_id()), Ordering::Release);
         self.applied.store(read_u64(&**engine, APPLIED_INDEX)?.unwrap_or(0), Ordering::Release);
         tracing::info!(

@@ -354,6 +354,86 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("etcdctl's output")
 }
 
+/// A long-running etcdctl command (such as `watch`) whose output is read line by line.
+#[derive(Debug)]
+pub struct EtcdctlProcess {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EtcdctlProcess {
+    /// Starts etcdctl with `args` against `endpoint`; its standard output is read.
+    pub fn spawn(endpoint: &str, args: &[&str]) -> Self {
+        Self::start(endpoint, args, false)
+    }
+
+    /// As [`Self::spawn`], with etcdctl's own standard error lines too (prefixed `stderr: `;
+    /// the client library's JSON log lines are left out).
+    pub fn spawn_with_stderr(endpoint: &str, args: &[&str]) -> Self {
+        Self::start(endpoint, args, true)
+    }
+
+    fn start(endpoint: &str, args: &[&str], stderr: bool) -> Self {
+        let mut child = Command::new(require("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if stderr { Stdio::piped() } else { Stdio::null() })
+            .spawn()
+            .expect("run etcdctl");
+        let (tx, lines) = std::sync::mpsc::channel();
+        fn forward(
+            from: impl std::io::Read + Send + 'static,
+            prefix: &'static str,
+            tx: std::sync::mpsc::Sender<String>,
+        ) {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(from).lines() {
+                    let Ok(line) = line else { break };
+                    if line.starts_with("{\"level\"") {
+                        continue;
+                    }
+                    if tx.send(format!("{prefix}{line}")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        forward(child.stdout.take().expect("stdout"), "", tx.clone());
+        if let Some(err) = child.stderr.take() {
+            forward(err, "stderr: ", tx);
+        }
+        Self { child, lines }
+    }
+
+    /// The next `n` lines it prints, waiting up to `timeout` in all.
+    ///
+    /// # Panics
+    /// When fewer lines come in time (the ones that came are shown).
+    pub fn lines(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(_) => panic!("etcdctl printed {} of {n} lines in {timeout:?}: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for EtcdctlProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// etcdctl's stderr without the client library's own JSON log lines (its retry warnings carry
 /// timestamps and random client IDs), leaving what etcdctl itself printed.
 pub fn etcdctl_stderr(out: &Output) -> String {

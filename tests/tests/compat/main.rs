@@ -8,3 +8,4 @@ mod durability;
 mod etcdctl;
 mod grpc;
 mod suite;
+mod watch;

@@ -1,0 +1,133 @@
+//! etcd's Watch service: each call is one bidirectional stream of watchers, served from this
+//! member's watch hub (every member, leader or follower, serves watches from what it applied).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrocd_engine::Engine;
+use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
+use ferrocd_proto::etcdserverpb::watch_server::Watch;
+use ferrocd_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use ferrocd_watch::{WatchStream, fragment};
+use futures::Stream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::error::ServerError;
+use crate::history::StoreHistory;
+use crate::write_path::WritePath;
+
+/// The metadata with which a client asks that its stream fail without a leader (etcd's
+/// `clientv3.WithRequireLeader`).
+const REQUIRE_LEADER: &str = "hasleader";
+
+/// The Watch service.
+#[derive(Debug)]
+pub struct WatchService<E: Engine, W: WritePath> {
+    shared: Arc<Shared<E, W>>,
+    /// Turns true when the server stops: open streams end then.
+    stopped: watch::Receiver<bool>,
+    /// Responses larger than this are split for watchers that asked for fragments.
+    fragment_bytes: usize,
+}
+
+impl<E: Engine, W: WritePath> WatchService<E, W> {
+    pub fn new(shared: Arc<Shared<E, W>>, stopped: watch::Receiver<bool>, fragment_bytes: usize) -> Self {
+        Self { shared, stopped, fragment_bytes }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+/// Aborts the task reading a stream's requests when its responses are dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The sending half of one Watch call.
+struct Outbound<E: Engine, W: WritePath> {
+    stream: Arc<WatchStream<StoreHistory>>,
+    shared: Arc<Shared<E, W>>,
+    stopped: watch::Receiver<bool>,
+    fragment_bytes: usize,
+    /// Fragments of a split response still to send.
+    pending: VecDeque<WatchResponse>,
+    _reader: AbortOnDrop,
+}
+
+impl<E: Engine, W: WritePath> Outbound<E, W> {
+    async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
+        if let Some(resp) = self.pending.pop_front() {
+            return Some(Ok(resp));
+        }
+        let message = tokio::select! {
+            message = self.stream.next() => message,
+            _ = self.stopped.wait_for(|s| *s) => return Some(Err(ServerError::Stopped.into())),
+        };
+        let split = message.wants_fragments();
+        let mut resp = message.into_response();
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = self.shared.header(revision);
+        if split {
+            self.pending.extend(fragment(resp, self.fragment_bytes));
+            self.pending.pop_front().map(Ok)
+        } else {
+            Some(Ok(resp))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<E: Engine, W: WritePath> Watch for WatchService<E, W> {
+    type WatchStream = ResponseStream;
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<ResponseStream>, Status> {
+        let shared = &self.shared;
+        shared.not_learner()?;
+        let require_leader = request.metadata().get(REQUIRE_LEADER).is_some_and(|v| v == "true");
+        if require_leader && shared.node.leader().is_none() {
+            return Err(ServerError::NoLeader.into());
+        }
+        let stream = Arc::new(shared.machine.hub().stream());
+        let mut inbound = request.into_inner();
+        let reader = {
+            let stream = Arc::clone(&stream);
+            tokio::spawn(async move {
+                // A client that stops sending (or goes away) ends only this loop: its watchers
+                // live until the response stream is dropped, as in etcd.
+                while let Ok(Some(req)) = inbound.message().await {
+                    match req.request_union {
+                        Some(RequestUnion::CreateRequest(create)) => stream.create(&create),
+                        Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id),
+                        Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
+                        None => {}
+                    }
+                }
+            })
+        };
+        let outbound = Outbound {
+            stream,
+            shared: Arc::clone(shared),
+            stopped: self.stopped.clone(),
+            fragment_bytes: self.fragment_bytes,
+            pending: VecDeque::new(),
+            _reader: AbortOnDrop(reader),
+        };
+        let responses = futures::stream::unfold(Some(outbound), |outbound| async move {
+            let mut outbound = outbound?;
+            let item = outbound.next().await?;
+            // After an error (the server stopping) the stream ends.
+            let next = item.is_ok().then_some(outbound);
+            Some((item, next))
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
