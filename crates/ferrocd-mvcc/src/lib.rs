@@ -88,6 +88,9 @@ pub enum WriteRequest {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// Delete exactly these keys (those that exist) at one revision: a lease's revoke.
+    /// Answered as a DeleteRange.
+    DeleteKeys(Vec<Vec<u8>>),
 }
 
 /// The answer to a [`WriteRequest`], of the matching kind.
@@ -253,6 +256,20 @@ impl<E: Engine> KvStore<E> {
         self.state.read().compacted
     }
 
+    /// Every live key attached to a lease, with its lease (to rebuild a lease table).
+    pub fn leased_keys(&self) -> Vec<(Vec<u8>, i64)> {
+        let state = self.state.read();
+        let mut out = Vec::new();
+        let all = ferrocd_types::KeyRange::Range { start: Vec::new(), end: None };
+        state.index.visit_live(&all, i64::MAX, false, |live| {
+            if live.entry.lease != 0 {
+                out.push((live.key.to_vec(), live.entry.lease));
+            }
+            true
+        });
+        out
+    }
+
     /// Keys and revisions held by the index.
     pub fn stats(&self) -> Stats {
         let state = self.state.read();
@@ -292,6 +309,7 @@ impl<E: Engine> KvStore<E> {
             WriteRequest::Put(r) => (WriteResponse::Put(ctx.put_request(r)?), None),
             WriteRequest::DeleteRange(r) => (WriteResponse::DeleteRange(ctx.delete_request(r)?), None),
             WriteRequest::Txn(r) => (WriteResponse::Txn(ctx.txn_request(r)?), None),
+            WriteRequest::DeleteKeys(keys) => (WriteResponse::DeleteRange(ctx.delete_keys(&keys)?), None),
             WriteRequest::Compact(r) => {
                 let (resp, job) = ctx.compact_request(r)?;
                 (WriteResponse::Compact(resp), Some(job))

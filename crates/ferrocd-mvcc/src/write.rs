@@ -155,6 +155,16 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
         Ok(PutResponse { header: header(self.main), prev_kv: prev_kv.filter(|_| req.prev_kv) })
     }
 
+    /// Deletes the listed keys that exist, in key order, at one revision (a lease's revoke).
+    pub(crate) fn delete_keys(&mut self, keys: &[Vec<u8>]) -> Result<DeleteRangeResponse> {
+        let mut doomed: Vec<(Vec<u8>, Entry)> =
+            keys.iter().filter_map(|k| self.state.index.get(k, i64::MAX).map(|e| (k.clone(), e))).collect();
+        doomed.sort_by(|a, b| a.0.cmp(&b.0));
+        doomed.dedup_by(|a, b| a.0 == b.0);
+        self.tombstone(&doomed, false, &mut Vec::new())?;
+        Ok(DeleteRangeResponse { header: header(self.view_rev()), deleted: doomed.len() as i64, prev_kvs: Vec::new() })
+    }
+
     fn delete(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let range = KeyRange::from_request(&req.key, &req.range_end);
         let mut doomed = Vec::new();
@@ -163,8 +173,15 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
             true
         });
         let mut prev_kvs = Vec::new();
-        for (key, entry) in &doomed {
-            if req.prev_kv {
+        self.tombstone(&doomed, req.prev_kv, &mut prev_kvs)?;
+        Ok(DeleteRangeResponse { header: header(self.view_rev()), deleted: doomed.len() as i64, prev_kvs })
+    }
+
+    /// Records a deletion of each of `doomed` (live keys), with their values in `prev_kvs`
+    /// when asked.
+    fn tombstone(&mut self, doomed: &[(Vec<u8>, Entry)], prev_kv: bool, prev_kvs: &mut Vec<KeyValue>) -> Result<()> {
+        for (key, entry) in doomed {
+            if prev_kv {
                 prev_kvs.push(self.full_kv(key, entry)?);
             }
             let rev = self.next_rev();
@@ -173,7 +190,7 @@ impl<'a, E: Engine> WriteCtx<'a, E> {
             self.state.index.push(key, Entry { rev, create: 0, version: 0, lease: 0 });
             self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(tombstone), prev_kv: None });
         }
-        Ok(DeleteRangeResponse { header: header(self.view_rev()), deleted: doomed.len() as i64, prev_kvs })
+        Ok(())
     }
 
     fn range_in_txn(&self, req: &RangeRequest) -> Result<RangeResponse> {

@@ -97,6 +97,18 @@ pub struct Config {
         value_parser = parse_go_duration
     )]
     pub watch_progress_notify_interval: Duration,
+    /// Checkpoint leases' remaining TTLs through Raft, so a new leader does not restart
+    /// long leases at their full TTL.
+    #[arg(long = "experimental-enable-lease-checkpoint", env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT")]
+    pub enable_lease_checkpoint: bool,
+    /// How often lease checkpoints are taken (a Go duration).
+    #[arg(
+        long = "experimental-lease-checkpoint-interval",
+        env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_go_duration
+    )]
+    pub lease_checkpoint_interval: Duration,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,

@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 pub enum ServerError {
     #[error(transparent)]
     Mvcc(#[from] ferrocd_mvcc::Error),
+    #[error(transparent)]
+    Lease(#[from] ferrocd_lease::Error),
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -43,6 +45,13 @@ impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         let c = match &e {
             ServerError::Mvcc(m) => code(m.code()),
+            ServerError::Lease(l) => match l {
+                ferrocd_lease::Error::LeaseNotFound => Code::NotFound,
+                ferrocd_lease::Error::LeaseExists => Code::FailedPrecondition,
+                ferrocd_lease::Error::TtlTooLarge => Code::OutOfRange,
+                ferrocd_lease::Error::NotPrimary => Code::Unavailable,
+                _ => Code::Internal,
+            },
             ServerError::RequestTooLarge => Code::InvalidArgument,
             ServerError::NoSpace => Code::ResourceExhausted,
             ServerError::Stopped

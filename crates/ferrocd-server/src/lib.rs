@@ -27,6 +27,7 @@ use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{KvStore, Options};
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
+use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
@@ -38,12 +39,14 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
-use replica::{KvMachine, LogCommand, MemberAttrs, RaftWritePath, log_command};
+use replica::{KvMachine, LeaseSetup, LogCommand, MemberAttrs, RaftWritePath, log_command};
 use services::cluster::ClusterService;
 use services::kv::KvService;
+use services::lease::LeaseService;
 use services::maintenance::MaintenanceService;
 use services::watch::WatchService;
 use services::{Shared, SizeCache};
+use write_path::{LeaseCommand, WritePath};
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -113,7 +116,17 @@ impl Server {
             (fresh_member, fresh_cluster)
         };
         let (member_id, cluster_id) = storage::identity(&*engine, fresh)?;
-        let machine = Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default())?);
+        let election_timeout = Duration::from_millis(config.election_timeout);
+        let lease_setup = LeaseSetup {
+            options: ferrocd_lease::Options {
+                min_ttl_secs: ferrocd_lease::Options::min_ttl_for_election_timeout(election_timeout),
+                checkpoint_interval: config.enable_lease_checkpoint.then_some(config.lease_checkpoint_interval),
+                ..ferrocd_lease::Options::default()
+            },
+            extend: election_timeout,
+        };
+        let machine =
+            Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default(), lease_setup)?);
         let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));
         raft_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
         raft_config.election_timeout = Duration::from_millis(config.election_timeout);
@@ -143,13 +156,15 @@ impl Server {
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(usize::MAX);
         let cluster_service = ClusterServer::new(ClusterService(Arc::clone(&shared)));
+        let lease_service = LeaseServer::new(LeaseService::new(Arc::clone(&shared)));
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
         // Peers: Raft's transport, and the services followers forward requests to.
         let peer_router = tonic::transport::Server::builder()
             .add_service(node.peer_service())
             .add_service(kv_service.clone())
-            .add_service(cluster_service.clone());
+            .add_service(cluster_service.clone())
+            .add_service(lease_service.clone());
         let peer_addrs = serve(config.peer_listen_addrs()?, &peer_router, &stopped, &mut listeners).await?;
         if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
@@ -168,13 +183,14 @@ impl Server {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
             );
-        let client_router = client_router.add_service(
+        let client_router = client_router.add_service(lease_service).add_service(
             WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(usize::MAX),
         );
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
         tokio::spawn(progress_ticks(machine.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
+        tokio::spawn(lease_ticks(Arc::clone(&shared), stopped.clone()));
         tracing::info!(
             name = %config.name,
             data_dir = %data_dir.display(),
@@ -228,6 +244,56 @@ impl Server {
         self.kv.sync()?;
         tracing::info!("stopped serving");
         Ok(())
+    }
+}
+
+/// How often the leader looks for expired leases (etcd: every 500 ms).
+const LEASE_TICK: Duration = Duration::from_millis(500);
+/// Leases revoked per Raft entry, and the most revoked per tick.
+const EXPIRE_PER_ENTRY: usize = 1000;
+const EXPIRE_PER_TICK: usize = 50_000;
+
+/// The leader's lease duties, every [`LEASE_TICK`] until the server stops: keep the lease
+/// table's role in step with leadership, propose the revokes of expired leases (batched, many
+/// per entry) and, when enabled, lease checkpoints.
+async fn lease_ticks<E: ferrocd_engine::Engine>(
+    shared: Arc<Shared<E, RaftWritePath>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(LEASE_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let _ = shared.primary_lessor();
+        let (expired, checkpoints) = {
+            let mut lessor = shared.machine.lessor().lock();
+            if !lessor.is_primary() {
+                continue;
+            }
+            (lessor.expired(EXPIRE_PER_TICK), lessor.checkpoints(EXPIRE_PER_ENTRY))
+        };
+        for chunk in expired.chunks(EXPIRE_PER_ENTRY) {
+            let writes = shared.writes.clone();
+            let ids = chunk.to_vec();
+            // Not awaited here: a slow commit must not hold back the next tick. A lost
+            // proposal is retried: the lease is reported expired again a few seconds later.
+            tokio::spawn(async move {
+                if let Err(e) = writes.propose_lease(LeaseCommand::Expire(ids)).await {
+                    tracing::debug!(error = %e, "expired leases not revoked yet; retried later");
+                }
+            });
+        }
+        if !checkpoints.is_empty() {
+            let writes = shared.writes.clone();
+            tokio::spawn(async move {
+                if let Err(e) = writes.propose_lease(LeaseCommand::Checkpoint(checkpoints)).await {
+                    tracing::debug!(error = %e, "lease checkpoint not recorded");
+                }
+            });
+        }
     }
 }
 

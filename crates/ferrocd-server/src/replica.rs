@@ -15,18 +15,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocd_engine::{Bucket, Engine, ReadView, Scan, WriteBatch};
 use ferrocd_engine_rocks::RocksEngine;
-use ferrocd_mvcc::{Applied, KEY_BUCKET, KvStore, META_BUCKET, NoLeases, WriteRequest};
-use ferrocd_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
-use ferrocd_proto::mvccpb::Event;
+use ferrocd_lease::{LEASE_BUCKET, Lessor};
+use ferrocd_mvcc::{Applied, KEY_BUCKET, KvStore, Leases, META_BUCKET, WriteRequest};
+use ferrocd_proto::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, PutRequest,
+    TxnRequest,
+};
+use ferrocd_proto::mvccpb::{Event, event::EventType};
 use ferrocd_raft::{Apply, Committed, Payload, RaftNode};
 use ferrocd_watch::Options as WatchOptions;
+use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
 use crate::history::{Hub, StoreHistory};
 use crate::storage::{self, APPLIED_INDEX, SERVER_BUCKET};
-use crate::write_path::{Command, WritePath};
+use crate::write_path::{Command, LeaseApplied, LeaseCommand, WritePath};
 
 /// The Raft state blob of the last applied entry.
 const RAFT_STATE: &[u8] = b"raft_state";
@@ -40,12 +45,15 @@ const INSTALLING: &[u8] = b"installing_snapshot";
 /// What the Raft log carries.
 #[derive(Clone, PartialEq, Message)]
 pub struct LogCommand {
-    #[prost(oneof = "log_command::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "log_command::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<log_command::Kind>,
 }
 
 pub mod log_command {
-    use super::{CompactionRequest, DeleteRangeRequest, MemberAttrs, PutRequest, TxnRequest};
+    use super::{
+        CompactionRequest, DeleteRangeRequest, KeyList, LeaseCheckpointRequest, LeaseGrantRequest, LeaseIds,
+        MemberAttrs, PutRequest, TxnRequest,
+    };
 
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Kind {
@@ -59,7 +67,37 @@ pub mod log_command {
         Compact(CompactionRequest),
         #[prost(message, tag = "5")]
         MemberAttrs(MemberAttrs),
+        /// Delete exactly these keys at one revision.
+        #[prost(message, tag = "6")]
+        DeleteKeys(KeyList),
+        /// Grant a lease (the leader chose its ID).
+        #[prost(message, tag = "7")]
+        LeaseGrant(LeaseGrantRequest),
+        /// Revoke leases, each with its keys at its own revision: one lease on request, or
+        /// a batch the leader found expired (leases already gone are skipped then).
+        #[prost(message, tag = "8")]
+        LeaseRevoke(LeaseIds),
+        /// Record leases' remaining TTLs (etcd's lease checkpoints).
+        #[prost(message, tag = "9")]
+        LeaseCheckpoint(LeaseCheckpointRequest),
     }
+}
+
+/// Keys, for [`log_command::Kind::DeleteKeys`].
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyList {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Leases to revoke, for [`log_command::Kind::LeaseRevoke`].
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaseIds {
+    #[prost(int64, repeated, tag = "1")]
+    pub ids: Vec<i64>,
+    /// Expired leases: a lease already gone is skipped, not an error.
+    #[prost(bool, tag = "2")]
+    pub expired: bool,
 }
 
 /// A member's published attributes (etcd publishes them through Raft once a member starts).
@@ -84,28 +122,89 @@ impl From<WriteRequest> for LogCommand {
             WriteRequest::DeleteRange(r) => Kind::DeleteRange(r),
             WriteRequest::Txn(r) => Kind::Txn(r),
             WriteRequest::Compact(r) => Kind::Compact(r),
+            WriteRequest::DeleteKeys(keys) => Kind::DeleteKeys(KeyList { keys }),
         };
         Self { kind: Some(kind) }
     }
 }
 
+impl From<LeaseCommand> for LogCommand {
+    fn from(cmd: LeaseCommand) -> Self {
+        use log_command::Kind;
+        let kind = match cmd {
+            LeaseCommand::Grant { id, ttl } => Kind::LeaseGrant(LeaseGrantRequest { id, ttl }),
+            LeaseCommand::Revoke(id) => Kind::LeaseRevoke(LeaseIds { ids: vec![id], expired: false }),
+            LeaseCommand::Expire(ids) => Kind::LeaseRevoke(LeaseIds { ids, expired: true }),
+            LeaseCommand::Checkpoint(points) => Kind::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: points
+                    .into_iter()
+                    .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                    .collect(),
+            }),
+        };
+        Self { kind: Some(kind) }
+    }
+}
+
+/// What an applied command answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// A keyspace change (a lease revoke answers with the deletion of its keys).
+    Kv(Applied),
+    /// A lease command that changed no key: the granted TTL (grant) and the store revision.
+    Lease { ttl: i64, revision: i64 },
+}
+
 /// The answer of an applied command to the member that proposed it.
 #[derive(Debug)]
 pub struct Outcome {
-    result: Result<Applied, ferrocd_mvcc::Error>,
+    result: Result<Reply, ServerError>,
     /// For a physical compaction: resolves when this member's compaction job has run.
     compacted: Option<oneshot::Receiver<Result<(), ferrocd_mvcc::Error>>>,
 }
 
 impl Outcome {
+    fn done(result: Result<Reply, ServerError>) -> Option<Self> {
+        Some(Self { result, compacted: None })
+    }
+
     /// The applied result, once a physical compaction asked for has finished.
-    async fn finish(self) -> Result<Applied, ServerError> {
-        let applied = self.result?;
+    async fn finish(self) -> Result<Reply, ServerError> {
+        let reply = self.result?;
         if let Some(done) = self.compacted {
             done.await.map_err(|_| ServerError::Stopped)??;
         }
-        Ok(applied)
+        Ok(reply)
     }
+}
+
+/// How a member's lease table is set up.
+#[derive(Debug, Clone)]
+pub struct LeaseSetup {
+    pub options: ferrocd_lease::Options,
+    /// How much a new leader extends every lease (an election timeout, as etcd).
+    pub extend: std::time::Duration,
+}
+
+/// The mvcc store's view of the lease table, for Put with a lease.
+struct LessorLeases<'a>(&'a Lessor);
+
+impl Leases for LessorLeases<'_> {
+    fn exists(&self, id: i64) -> bool {
+        self.0.exists(id)
+    }
+}
+
+/// A lease table loaded from `engine`, with the keys of `kv` attached again.
+fn load_lessor(kv: &KvStore<RocksEngine>, setup: &LeaseSetup) -> io::Result<Lessor> {
+    let clock: Arc<dyn ferrocd_lease::Clock> = Arc::new(ferrocd_lease::SystemClock::new());
+    let mut lessor = Lessor::load(&**kv.engine(), setup.options.clone(), clock).map_err(io_error)?;
+    for (key, lease) in kv.leased_keys() {
+        if let Err(e) = lessor.attach(lease, &key) {
+            tracing::warn!(lease = %format!("{lease:x}"), error = %e, "a key's lease is missing; key left unattached");
+        }
+    }
+    Ok(lessor)
 }
 
 /// etcd's keyspace and membership records as a Raft state machine.
@@ -114,6 +213,9 @@ pub struct KvMachine {
     kv: Arc<KvStore<RocksEngine>>,
     /// Gets every applied revision's events, once they are visible.
     hub: Hub,
+    /// The lease table; changed only by applied entries, except expiry times (the leader's).
+    lessor: Mutex<Lessor>,
+    lease_setup: LeaseSetup,
     cluster_id: AtomicU64,
     applied: AtomicU64,
 }
@@ -138,7 +240,12 @@ impl KvMachine {
     ///
     /// # Errors
     /// Engine failures; a snapshot to finish installing that is gone.
-    pub fn open(kv: Arc<KvStore<RocksEngine>>, cluster_id: u64, watch: WatchOptions) -> io::Result<Self> {
+    pub fn open(
+        kv: Arc<KvStore<RocksEngine>>,
+        cluster_id: u64,
+        watch: WatchOptions,
+        lease_setup: LeaseSetup,
+    ) -> io::Result<Self> {
         let engine = Arc::clone(kv.engine());
         if let Some(dir) = engine.get(SERVER_BUCKET, INSTALLING).map_err(io_error)? {
             let dir = std::path::PathBuf::from(String::from_utf8_lossy(&dir).into_owned());
@@ -150,6 +257,8 @@ impl KvMachine {
             cluster_id: AtomicU64::new(read_u64(&*engine, CLUSTER_ID)?.unwrap_or(cluster_id)),
             applied: AtomicU64::new(read_u64(&*engine, APPLIED_INDEX)?.unwrap_or(0)),
             hub: Hub::new(StoreHistory(Arc::clone(&kv)), kv.current_revision(), watch),
+            lessor: Mutex::new(load_lessor(&kv, &lease_setup)?),
+            lease_setup,
             kv,
         };
         Ok(machine)
@@ -162,6 +271,23 @@ impl KvMachine {
     /// The member's watch hub.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The member's lease table.
+    pub fn lessor(&self) -> &Mutex<Lessor> {
+        &self.lessor
+    }
+
+    /// Makes the lease table primary when this member leads (every lease's expiry extended
+    /// by an election timeout, so none expires early because leadership moved), and
+    /// non-primary when it does not.
+    pub fn sync_lease_role(&self, leader: bool) {
+        let mut lessor = self.lessor.lock();
+        if leader && !lessor.is_primary() {
+            lessor.promote(self.lease_setup.extend);
+        } else if !leader && lessor.is_primary() {
+            lessor.demote();
+        }
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -210,10 +336,12 @@ impl KvMachine {
         };
         let command = LogCommand::decode(bytes).map_err(|e| io_error(format!("undecodable log entry: {e}")))?;
         use log_command::Kind;
+        let mut lessor = self.lessor.lock();
         let request = match command.kind {
             Some(Kind::Put(r)) => WriteRequest::Put(r),
             Some(Kind::DeleteRange(r)) => WriteRequest::DeleteRange(r),
             Some(Kind::Txn(r)) => WriteRequest::Txn(r),
+            Some(Kind::DeleteKeys(list)) => WriteRequest::DeleteKeys(list.keys),
             Some(Kind::Compact(r)) => {
                 // A compaction must not overtake unpublished writes: readers would meet its
                 // compacted revision while the revisions below it are not visible to them yet.
@@ -229,48 +357,136 @@ impl KvMachine {
                 engine.write(extra, false).map_err(io_error)?;
                 return Ok(None);
             }
+            Some(Kind::LeaseGrant(r)) => {
+                let result = lessor.grant(r.id, r.ttl, &mut extra);
+                let batch = if result.is_ok() { extra } else { record() };
+                engine.write(batch, false).map_err(io_error)?;
+                let revision = self.kv.current_revision();
+                return Ok(Outcome::done(result.map(|ttl| Reply::Lease { ttl, revision }).map_err(ServerError::from)));
+            }
+            Some(Kind::LeaseRevoke(r)) => return self.revoke(&mut lessor, &r, extra, events),
+            Some(Kind::LeaseCheckpoint(r)) => {
+                for point in &r.checkpoints {
+                    lessor.apply_checkpoint(point.id, point.remaining_ttl, &mut extra);
+                }
+                engine.write(extra, false).map_err(io_error)?;
+                return Ok(Outcome::done(Ok(Reply::Lease { ttl: 0, revision: self.kv.current_revision() })));
+            }
             None => {
                 engine.write(extra, false).map_err(io_error)?;
                 return Ok(None);
             }
         };
         let physical = matches!(&request, WriteRequest::Compact(c) if c.physical);
-        match self.kv.apply(request, &NoLeases, extra) {
+        let applied = match self.apply_kv(&mut lessor, request, extra, events)? {
+            Ok(applied) => applied,
+            Err(e) => {
+                // A refused request changes nothing but still consumes its entry.
+                engine.write(record(), false).map_err(io_error)?;
+                return Ok(Outcome::done(Err(e.into())));
+            }
+        };
+        drop(lessor);
+        let mut applied = applied;
+        let mut compacted = None;
+        if let Some(job) = applied.compaction.take() {
+            // Every member runs its own compaction, off the apply thread.
+            self.kv.publish();
+            let (done, wait) = oneshot::channel();
+            let kv = Arc::clone(&self.kv);
+            std::thread::Builder::new()
+                .name("ferrocd-compact".into())
+                .spawn(move || {
+                    let result = job.run(&kv);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "compaction failed");
+                    }
+                    let _ = done.send(result);
+                })
+                .map_err(io_error)?;
+            compacted = physical.then_some(wait);
+        }
+        Ok(Some(Outcome { result: Ok(Reply::Kv(applied)), compacted }))
+    }
+
+    /// Applies a keyspace change with `extra` in its batch, keeping the lease table's key
+    /// attachments in step with it. The outer error is a storage failure (the member stops
+    /// applying); the inner one a refused request.
+    fn apply_kv(
+        &self,
+        lessor: &mut Lessor,
+        request: WriteRequest,
+        extra: WriteBatch,
+        events: &mut Vec<(i64, Vec<Event>)>,
+    ) -> io::Result<Result<Applied, ferrocd_mvcc::Error>> {
+        match self.kv.apply(request, &LessorLeases(lessor), extra) {
             Ok(mut applied) => {
+                for event in &applied.events {
+                    let Some(kv) = &event.kv else { continue };
+                    let old = lessor.lease_of(&kv.key);
+                    let new = if event.r#type == EventType::Put as i32 { kv.lease } else { 0 };
+                    if let Some(old) = old.filter(|old| *old != new) {
+                        let _ = lessor.detach(old, &kv.key);
+                    }
+                    if new != 0 && old != Some(new) {
+                        // The store checked the lease exists.
+                        let _ = lessor.attach(new, &kv.key);
+                    }
+                }
                 if !applied.events.is_empty() {
                     events.push((applied.revision, std::mem::take(&mut applied.events)));
                 }
-                let mut compacted = None;
-                if let Some(job) = applied.compaction.take() {
-                    // Every member runs its own compaction, off the apply thread.
-                    self.kv.publish();
-                    let (done, wait) = oneshot::channel();
-                    let kv = Arc::clone(&self.kv);
-                    std::thread::Builder::new()
-                        .name("ferrocd-compact".into())
-                        .spawn(move || {
-                            let result = job.run(&kv);
-                            if let Err(e) = &result {
-                                tracing::error!(error = %e, "compaction failed");
-                            }
-                            let _ = done.send(result);
-                        })
-                        .map_err(io_error)?;
-                    compacted = physical.then_some(wait);
-                }
-                Ok(Some(Outcome { result: Ok(applied), compacted }))
+                Ok(Ok(applied))
             }
             Err(e @ (ferrocd_mvcc::Error::Engine(_) | ferrocd_mvcc::Error::Corrupt(_))) => {
                 // The store is no longer consistent with the engine: stop applying.
                 tracing::error!(error = %e, "storage failure while applying; this member stops");
                 Err(io_error(e))
             }
-            Err(e) => {
-                // A refused request changes nothing but still consumes its entry.
-                engine.write(record(), false).map_err(io_error)?;
-                Ok(Some(Outcome { result: Err(e), compacted: None }))
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Revokes leases: each lease's removal and the deletion of its keys are one engine batch
+    /// and one revision (none if it had no live key); the entry's record goes with the last.
+    fn revoke(
+        &self,
+        lessor: &mut Lessor,
+        req: &LeaseIds,
+        record: WriteBatch,
+        events: &mut Vec<(i64, Vec<Event>)>,
+    ) -> io::Result<Option<Outcome>> {
+        let mut record = Some(record);
+        let mut last = None;
+        for (i, &id) in req.ids.iter().enumerate() {
+            let mut batch = WriteBatch::new();
+            let keys = match lessor.revoke(id, &mut batch) {
+                Ok(keys) => keys,
+                Err(e) if req.expired => {
+                    tracing::debug!(lease = %format!("{id:x}"), error = %e, "expired lease already gone");
+                    continue;
+                }
+                Err(e) => {
+                    self.kv.engine().write(record.take().unwrap_or_default(), false).map_err(io_error)?;
+                    return Ok(Outcome::done(Err(e.into())));
+                }
+            };
+            if i + 1 == req.ids.len() {
+                batch.append(record.take().unwrap_or_default());
+            }
+            match self.apply_kv(lessor, WriteRequest::DeleteKeys(keys), batch, events)? {
+                Ok(applied) => last = Some(applied),
+                Err(e) => return Err(io_error(format!("revoking lease {id:x}: {e}"))),
             }
         }
+        if let Some(record) = record {
+            self.kv.engine().write(record, false).map_err(io_error)?;
+        }
+        let reply = match last {
+            Some(applied) => Reply::Kv(applied),
+            None => Reply::Lease { ttl: 0, revision: self.kv.current_revision() },
+        };
+        Ok(Outcome::done(Ok(reply)))
     }
 }
 
@@ -319,6 +535,14 @@ impl Apply for KvMachine {
         install_from(&**engine, dir)?;
         self.kv.reload().map_err(io_error)?;
         self.hub.reset(self.kv.current_revision());
+        {
+            let mut lessor = self.lessor.lock();
+            let primary = lessor.is_primary();
+            *lessor = load_lessor(&self.kv, &self.lease_setup)?;
+            if primary {
+                lessor.promote(self.lease_setup.extend);
+            }
+        }
         self.cluster_id.store(read_u64(&**engine, CLUSTER_ID)?.unwrap_or(self.cluster_id()), Ordering::Release);
         self.applied.store(read_u64(&**engine, APPLIED_INDEX)?.unwrap_or(0), Ordering::Release);
         tracing::info!(
@@ -331,7 +555,7 @@ impl Apply for KvMachine {
 }
 
 /// The buckets a snapshot replaces (the Raft log's are Raft's own).
-const REPLICATED: &[Bucket] = &[KEY_BUCKET, META_BUCKET, SERVER_BUCKET];
+const REPLICATED: &[Bucket] = &[KEY_BUCKET, META_BUCKET, LEASE_BUCKET, SERVER_BUCKET];
 /// The most bytes written to the engine in one batch while installing.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
@@ -345,7 +569,7 @@ fn replicated_server_key(key: &[u8]) -> bool {
 fn install_from(engine: &impl Engine, dir: &Path) -> io::Result<()> {
     let image = RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?;
     let mut batch = WriteBatch::new();
-    for bucket in &REPLICATED[..2] {
+    for bucket in &REPLICATED[..3] {
         batch.delete_range(*bucket, Vec::new(), vec![0xff; 64]);
     }
     engine
@@ -405,11 +629,26 @@ pub fn raft_error(e: ferrocd_raft::Error) -> ServerError {
     }
 }
 
+impl RaftWritePath {
+    async fn submit(&self, cmd: LogCommand) -> Result<Reply, ServerError> {
+        let outcome = self.node.propose(cmd.encode_to_vec()).await.map_err(raft_error)?;
+        outcome.finish().await
+    }
+}
+
 impl WritePath for RaftWritePath {
     async fn propose(&self, cmd: Command) -> Result<Applied, ServerError> {
-        let bytes = LogCommand::from(cmd).encode_to_vec();
-        let outcome = self.node.propose(bytes).await.map_err(raft_error)?;
-        outcome.finish().await
+        match self.submit(LogCommand::from(cmd)).await? {
+            Reply::Kv(applied) => Ok(applied),
+            Reply::Lease { .. } => Err(ServerError::Storage("a keyspace command answered as a lease command".into())),
+        }
+    }
+
+    async fn propose_lease(&self, cmd: LeaseCommand) -> Result<LeaseApplied, ServerError> {
+        Ok(match self.submit(LogCommand::from(cmd)).await? {
+            Reply::Kv(applied) => LeaseApplied { ttl: 0, revision: applied.revision },
+            Reply::Lease { ttl, revision } => LeaseApplied { ttl, revision },
+        })
     }
 
     fn applied_index(&self) -> u64 {

@@ -19,6 +19,7 @@ const CLUSTER_ID: &[u8] = b"cluster_id";
 /// in one engine so one write-ahead log orders them all.
 pub fn buckets() -> Vec<Bucket> {
     let mut all = KvStore::<RocksEngine>::BUCKETS.to_vec();
+    all.extend_from_slice(ferrocd_lease::Lessor::BUCKETS);
     all.push(SERVER_BUCKET);
     all.extend_from_slice(ferrocd_raft::BUCKETS);
     all

@@ -264,3 +264,50 @@ fn a_voter_joins_a_single_member_cluster() {
     assert_eq!(me["name"], "m2");
     assert!(me.get("isLearner").is_none_or(|l| l == false), "{me}");
 }
+
+#[test]
+fn leases_expire_once_for_every_member_and_outlive_a_leader_move() {
+    let _serial = one_at_a_time();
+    let cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
+    let all = cluster.endpoints();
+    wait_for("a leader", WAIT, || agreed_leader(&all).is_some());
+    let ids = ids(&cluster);
+    let leader = agreed_leader(&all).unwrap();
+    let follower = cluster.members[*ids.iter().find(|(id, _)| **id != leader).unwrap().1].endpoint();
+
+    // Granted, attached and kept alive through a follower (which forwards to the leader).
+    let granted = std::time::Instant::now();
+    let out = etcdctl_ok(&follower, &["lease", "grant", "6"]);
+    let lease = out.split_whitespace().nth(1).unwrap().to_string();
+    let put = json(&follower, &["put", "ephemeral", "v", "--lease", &lease]);
+    let put_rev = put["header"]["revision"].as_i64().unwrap();
+    let kept = etcdctl_ok(&follower, &["lease", "keep-alive", "--once", &lease]);
+    assert_eq!(kept, format!("lease {lease} keepalived with TTL(6)\n"));
+    let renewed = std::time::Instant::now();
+
+    // Leadership moves: the new leader extends every lease instead of expiring it early.
+    let target = *ids.keys().find(|&&id| id != leader).unwrap();
+    etcdctl_ok(&all, &["move-leader", &format!("{target:x}")]);
+    wait_for("the new leader to be agreed on", WAIT, || agreed_leader(&all) == Some(target));
+    let ttl = etcdctl_ok(&follower, &["lease", "timetolive", &lease, "--keys"]);
+    assert!(ttl.contains("granted with TTL(6s)") && ttl.contains("[ephemeral]"), "{ttl}");
+
+    wait_for("the lease to expire", WAIT, || etcdctl_ok(&all, &["get", "ephemeral"]).is_empty());
+    assert!(renewed.elapsed() >= Duration::from_secs(6), "expired {:?} after its renewal", renewed.elapsed());
+    assert!(granted.elapsed() < WAIT);
+    // Every member deleted the key at the same revision, the one after the put.
+    for member in &cluster.members {
+        wait_for("the member to apply the expiry", WAIT, || {
+            json(&member.endpoint(), &["get", "ephemeral", "--consistency", "s"])["header"]["revision"].as_i64()
+                == Some(put_rev + 1)
+        });
+        let got = json(&member.endpoint(), &["get", "ephemeral", "--consistency", "s"]);
+        assert!(got.get("kvs").is_none(), "{got}");
+        let ttl = etcdctl_ok(&member.endpoint(), &["lease", "timetolive", &lease]);
+        assert_eq!(ttl, format!("lease {lease} already expired\n"));
+    }
+    let out = etcdctl(&all, &["endpoint", "hashkv", "-w", "json"], None);
+    let hashes: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hashes: Vec<&Value> = hashes.as_array().unwrap().iter().map(|h| &h["HashKV"]["hash"]).collect();
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+}

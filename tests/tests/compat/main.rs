@@ -7,5 +7,6 @@ mod differential;
 mod durability;
 mod etcdctl;
 mod grpc;
+mod lease;
 mod suite;
 mod watch;

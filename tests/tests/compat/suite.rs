@@ -46,13 +46,12 @@ fn request_size_limits() {
 
 #[test]
 fn services_not_built_answer_unimplemented() {
-    use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
-    use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, SnapshotRequest};
+    use ferrocd_proto::etcdserverpb::auth_client::AuthClient;
+    use ferrocd_proto::etcdserverpb::{AuthStatusRequest, SnapshotRequest};
     let member = Member::start(Kind::Ferrocd, &[]);
     let mut grpc = Grpc::connect(&member.endpoint());
-    let mut lease = LeaseClient::new(grpc.channel.clone());
-    let err =
-        grpc.rt.block_on(lease.lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })).expect_err("no lease service yet");
+    let mut auth = AuthClient::new(grpc.channel.clone());
+    let err = grpc.rt.block_on(auth.auth_status(AuthStatusRequest {})).expect_err("no auth service yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     let err = grpc.rt.block_on(grpc.maintenance.snapshot(SnapshotRequest {})).err().map(failure);
     assert_eq!(err.map(|f| f.code), Some(ErrorCode::Unimplemented));

@@ -12,10 +12,9 @@ use ferrocd_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use ferrocd_proto::etcdserverpb::ResponseHeader;
 use tonic::transport::Channel;
 
-use super::Shared;
+use super::{Headed, Shared};
 use crate::error::ServerError;
 use crate::write_path::WritePath;
 
@@ -32,10 +31,8 @@ fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
 }
 
 impl<E: Engine, W: WritePath> KvService<E, W> {
-    /// Serves a write at the leader: forwards it when another member leads; else checks it as
-    /// etcd does (`check`) and proposes it. A proposal refused because leadership moved
-    /// (nothing was appended, so nothing can apply twice) is routed again until the request
-    /// timeout.
+    /// Serves a write at the leader (see [`Shared::at_leader`]): checks it as etcd does
+    /// (`check`) and proposes it.
     async fn write<T: Clone + Send + Sync, R: Headed>(
         &self,
         request: Request<T>,
@@ -44,34 +41,15 @@ impl<E: Engine, W: WritePath> KvService<E, W> {
         wrap: impl Fn(T) -> WriteRequest,
         unwrap: impl Fn(WriteResponse) -> Option<R>,
     ) -> Result<Response<R>, Status> {
-        let deadline = tokio::time::Instant::now() + self.0.request_timeout;
-        loop {
-            if let Some(mut resp) = self.0.forward(&request, &forward).await? {
-                self.0.caught_up(resp.header().as_ref()).await;
-                self.0.fill(resp.header());
-                return Ok(Response::new(resp));
-            }
-            let req = request.get_ref().clone();
+        let (shared, check, wrap, unwrap) = (&*self.0, &check, &wrap, &unwrap);
+        let local = |req: T| async move {
             check(&req)?;
-            match self.0.writes.propose(wrap(req)).await {
-                Ok(applied) => {
-                    let mut resp = unwrap(applied.response).ok_or_else(mismatch)?;
-                    self.0.fill(resp.header());
-                    return Ok(Response::new(resp));
-                }
-                Err(ServerError::NotLeader { .. } | ServerError::NoLeader)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    self.0.next_change(deadline).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            let applied = shared.writes.propose(wrap(req)).await?;
+            unwrap(applied.response)
+                .ok_or_else(|| ServerError::Storage("the write path answered with another kind of response".into()))
+        };
+        self.0.at_leader(request, forward, local).await
     }
-}
-
-fn mismatch() -> Status {
-    Status::internal("etcdserver: the write path answered with another kind of response")
 }
 
 #[tonic::async_trait]
@@ -130,20 +108,3 @@ impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
         self.write(request, forward, |_| Ok(()), WriteRequest::Compact, unwrap).await
     }
 }
-
-/// A response with etcd's header.
-trait Headed {
-    fn header(&mut self) -> &mut Option<ResponseHeader>;
-}
-
-macro_rules! headed {
-    ($($t:ty),*) => {$(
-        impl Headed for $t {
-            fn header(&mut self) -> &mut Option<ResponseHeader> {
-                &mut self.header
-            }
-        }
-    )*};
-}
-
-headed!(PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);

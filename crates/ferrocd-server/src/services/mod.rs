@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferrocd_engine::Engine;
 use ferrocd_mvcc::KvStore;
-use ferrocd_proto::etcdserverpb::ResponseHeader;
+use ferrocd_proto::etcdserverpb::{self, ResponseHeader};
 use prost::Message;
 
 use ferrocd_raft::grpc::Channels;
@@ -90,9 +91,35 @@ pub enum Route {
     Leader(Channel, u64),
 }
 
+/// A response with etcd's header.
+pub trait Headed {
+    fn header(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($t:ty),*) => {$(
+        impl Headed for $t {
+            fn header(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+headed!(
+    etcdserverpb::PutResponse,
+    etcdserverpb::DeleteRangeResponse,
+    etcdserverpb::TxnResponse,
+    etcdserverpb::CompactionResponse,
+    etcdserverpb::LeaseGrantResponse,
+    etcdserverpb::LeaseRevokeResponse,
+    etcdserverpb::LeaseTimeToLiveResponse,
+    etcdserverpb::LeaseLeasesResponse
+);
+
 /// Whether a forwarded request failed before it left this member (so retrying cannot apply it
 /// twice): the connection to the leader could not be made.
-fn unsent(status: &Status) -> bool {
+pub(crate) fn unsent(status: &Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().contains("connect error")
 }
 
@@ -178,6 +205,42 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         }
     }
 
+    /// Serves a request that must be served by the leader: forwards it (`forward`) when
+    /// another member leads, else serves it here (`local`). A request refused here because
+    /// leadership moved (nothing was appended, so nothing can apply twice) is routed again
+    /// until the request timeout. A member that forwarded answers once it has applied the
+    /// result itself.
+    ///
+    /// # Errors
+    /// etcd's routing errors; the leader's answer; `local`'s error.
+    pub async fn at_leader<T: Clone + Send + Sync, R: Headed, F: Future<Output = Result<R, ServerError>>>(
+        &self,
+        request: Request<T>,
+        forward: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
+        local: impl Fn(T) -> F,
+    ) -> Result<Response<R>, Status> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            if let Some(mut resp) = self.forward(&request, &forward).await? {
+                self.caught_up(resp.header().as_ref()).await;
+                self.fill(resp.header());
+                return Ok(Response::new(resp));
+            }
+            match local(request.get_ref().clone()).await {
+                Ok(mut resp) => {
+                    self.fill(resp.header());
+                    return Ok(Response::new(resp));
+                }
+                Err(ServerError::NotLeader { .. } | ServerError::NoLeader)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    self.next_change(deadline).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Waits for the next change of this member's Raft status (a new leader, a new term, ...),
     /// or `deadline`.
     pub async fn next_change(&self, deadline: tokio::time::Instant) {
@@ -209,6 +272,38 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
             let _ = self.node.wait_until(self.request_timeout, |s| s.leader.is_some()).await;
         }
         self.node.read_barrier().await.map(drop).map_err(raft_error)
+    }
+
+    /// Brings this member's lease table in step with its role: primary (with expiry times)
+    /// while it leads. The lease ticker does this too; calls that need the primary table do
+    /// it at once rather than wait for a tick.
+    pub fn primary_lessor(&self) -> Result<(), ServerError> {
+        self.machine.sync_lease_role(self.node.leader() == Some(self.member_id));
+        Ok(())
+    }
+
+    /// Renews a lease here, at the leader: its TTL, or 0 for a lease that is unknown or
+    /// expired (etcd answers a keep-alive so, not with an error).
+    ///
+    /// # Errors
+    /// [`ferrocd_lease::Error::NotPrimary`] when this member no longer leads.
+    pub async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+        self.primary_lessor()?;
+        let renewal = self.machine.lessor().lock().renew(id);
+        match renewal {
+            Ok(renewal) => {
+                if renewal.clear_checkpoint {
+                    // The checkpointed remaining TTL is stale now: every member drops it.
+                    let clear = crate::write_path::LeaseCommand::Checkpoint(vec![(id, 0)]);
+                    if let Err(e) = self.writes.propose_lease(clear).await {
+                        tracing::warn!(lease = %format!("{id:x}"), error = %e, "cannot clear a lease checkpoint");
+                    }
+                }
+                Ok(renewal.ttl)
+            }
+            Err(ferrocd_lease::Error::LeaseNotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Fills the cluster fields of a header the store set the revision of.

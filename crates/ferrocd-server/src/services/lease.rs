@@ -1,0 +1,188 @@
+//! etcd's Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive,
+//! LeaseLeases.
+//!
+//! Grants and revokes go through Raft like any write. Keep-alives and time-to-live are the
+//! leader's: only its lease table knows expiry times, so followers forward them (a keep-alive
+//! is no log entry, as in etcd).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrocd_engine::Engine;
+use ferrocd_lease::{IdGenerator, MAX_LEASE_TTL};
+use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
+use ferrocd_proto::etcdserverpb::lease_server::Lease;
+use ferrocd_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{FORWARDED, Route, Shared, forwarded};
+use crate::error::ServerError;
+use crate::write_path::{LeaseCommand, WritePath};
+
+/// The Lease service.
+#[derive(Debug)]
+pub struct LeaseService<E: Engine, W: WritePath> {
+    shared: Arc<Shared<E, W>>,
+    ids: Arc<Mutex<IdGenerator>>,
+}
+
+impl<E: Engine, W: WritePath> LeaseService<E, W> {
+    pub fn new(shared: Arc<Shared<E, W>>) -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ids = Arc::new(Mutex::new(IdGenerator::new(shared.member_id, millis)));
+        Self { shared, ids }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+/// Renews lease `id` at the leader: here when this member leads, else forwarded (`forwarded`:
+/// the request already was, and is not forwarded again). An unknown or expired lease answers
+/// TTL 0, as etcd does.
+async fn keep_alive_once<E: Engine, W: WritePath>(
+    shared: &Shared<E, W>,
+    id: i64,
+    already_forwarded: bool,
+) -> Result<LeaseKeepAliveResponse, Status> {
+    let deadline = tokio::time::Instant::now() + shared.request_timeout;
+    let mut probe = Request::new(());
+    if already_forwarded {
+        probe.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    }
+    loop {
+        let retry = match shared.route(&probe).await? {
+            Route::Local => match shared.renew(id).await {
+                Ok(ttl) => {
+                    let header = shared.header(shared.kv.current_revision());
+                    return Ok(LeaseKeepAliveResponse { header, id, ttl });
+                }
+                Err(ServerError::Lease(ferrocd_lease::Error::NotPrimary)) => true,
+                Err(e) => return Err(e.into()),
+            },
+            Route::Leader(channel, _) => {
+                let once = futures::stream::once(async move { LeaseKeepAliveRequest { id } });
+                let sent = async {
+                    let mut responses = LeaseClient::new(channel).lease_keep_alive(forwarded(once)).await?.into_inner();
+                    responses.message().await?.ok_or_else(|| Status::unavailable("etcdserver: leader changed"))
+                };
+                match sent.await {
+                    Ok(resp) => {
+                        return Ok(LeaseKeepAliveResponse {
+                            header: shared.header(resp.header.map_or(0, |h| h.revision)),
+                            ..resp
+                        });
+                    }
+                    Err(status) if super::unsent(&status) => true,
+                    Err(status) => return Err(status),
+                }
+            }
+        };
+        if retry && tokio::time::Instant::now() < deadline {
+            shared.next_change(deadline).await;
+        } else {
+            return Err(ServerError::Timeout.into());
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let (shared, ids) = (&*self.shared, &self.ids);
+        let local = |req: LeaseGrantRequest| async move {
+            if req.ttl > MAX_LEASE_TTL {
+                return Err(ferrocd_lease::Error::TtlTooLarge.into());
+            }
+            shared.check_quota(&req)?;
+            let id = if req.id != 0 {
+                req.id
+            } else {
+                let lessor = shared.machine.lessor().lock();
+                lessor.fresh_id(&mut ids.lock())
+            };
+            let done = shared.writes.propose_lease(LeaseCommand::Grant { id, ttl: req.ttl }).await?;
+            Ok(LeaseGrantResponse { header: shared.header(done.revision), id, ttl: done.ttl, error: String::new() })
+        };
+        shared.at_leader(request, async |c, r| LeaseClient::new(c).lease_grant(r).await, local).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let shared = &*self.shared;
+        let local = |req: LeaseRevokeRequest| async move {
+            let done = shared.writes.propose_lease(LeaseCommand::Revoke(req.id)).await?;
+            Ok(LeaseRevokeResponse { header: shared.header(done.revision) })
+        };
+        shared.at_leader(request, async |c, r| LeaseClient::new(c).lease_revoke(r).await, local).await
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        self.shared.not_learner()?;
+        let already_forwarded = request.metadata().contains_key(FORWARDED);
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let resp = keep_alive_once(&shared, req.id, already_forwarded).await;
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let shared = &*self.shared;
+        let local = |req: LeaseTimeToLiveRequest| async move {
+            shared.primary_lessor()?;
+            let ttl = shared.machine.lessor().lock().time_to_live(req.id, req.keys);
+            let header = shared.header(shared.kv.current_revision());
+            Ok(match ttl {
+                Some(t) => LeaseTimeToLiveResponse {
+                    header,
+                    id: req.id,
+                    ttl: t.remaining_secs,
+                    granted_ttl: t.granted_ttl,
+                    keys: t.keys,
+                },
+                // etcd 3.6: an unknown lease is no error, it has TTL -1.
+                None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+            })
+        };
+        shared.at_leader(request, async |c, r| LeaseClient::new(c).lease_time_to_live(r).await, local).await
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.shared.read_barrier().await?;
+        let leases = self.shared.machine.lessor().lock().leases();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.shared.header(self.shared.kv.current_revision()),
+            leases: leases.into_iter().map(|id| LeaseStatus { id }).collect(),
+        }))
+    }
+}
