@@ -30,6 +30,8 @@ use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
+use ferrocd_proto::v3electionpb::election_server::ElectionServer;
+use ferrocd_proto::v3lockpb::lock_server::LockServer;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -44,6 +46,7 @@ use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::lease::LeaseService;
 use services::maintenance::MaintenanceService;
+use services::recipes::{ElectionService, LockService, Loopback};
 use services::watch::WatchService;
 use services::{Shared, SizeCache};
 use write_path::{LeaseCommand, WritePath};
@@ -183,12 +186,20 @@ impl Server {
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
             );
-        let client_router = client_router.add_service(lease_service).add_service(
-            WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(usize::MAX),
-        );
+        let loopback = Loopback::default();
+        let client_router = client_router
+            .add_service(lease_service)
+            .add_service(LockServer::new(LockService::new(loopback.clone())))
+            .add_service(ElectionServer::new(ElectionService::new(loopback.clone())))
+            .add_service(
+                WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(usize::MAX),
+            );
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
+        if let Some(addr) = client_addrs.first() {
+            loopback.set(*addr);
+        }
         tokio::spawn(progress_ticks(machine.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
         tokio::spawn(lease_ticks(Arc::clone(&shared), stopped.clone()));
         tracing::info!(

@@ -409,6 +409,19 @@ impl EtcdctlProcess {
         Self { child, lines }
     }
 
+    /// What it printed so far and was not read yet, without waiting.
+    pub fn printed(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.lines.try_recv().ok()).collect()
+    }
+
+    /// Sends it SIGINT (etcdctl's `lock` and `elect` then give up what they hold) and waits
+    /// for it to exit.
+    pub fn interrupt(&mut self) {
+        let status = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -INT failed");
+        let _ = self.child.wait();
+    }
+
     /// The next `n` lines it prints, waiting up to `timeout` in all.
     ///
     /// # Panics

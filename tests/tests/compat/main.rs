@@ -8,5 +8,6 @@ mod durability;
 mod etcdctl;
 mod grpc;
 mod lease;
+mod recipes;
 mod suite;
 mod watch;

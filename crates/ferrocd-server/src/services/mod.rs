@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod recipes;
 pub mod watch;
 
 use std::sync::Arc;
