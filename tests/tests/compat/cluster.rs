@@ -10,24 +10,24 @@ use serde_json::Value;
 
 /// etcd's default timings: tight ones make a loaded CI machine (every test binary runs at once
 /// on 2 cores) miss heartbeats and hold needless elections.
-const TIMING: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
+pub(crate) const TIMING: &[&str] = &["--heartbeat-interval", "100", "--election-timeout", "1000"];
 
 /// The cluster tests run one at a time: each runs three or four servers.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-fn json(endpoint: &str, args: &[&str]) -> Value {
+pub(crate) fn json(endpoint: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.extend(["-w", "json"]);
     serde_json::from_str(&etcdctl_ok(endpoint, &args)).expect("etcdctl's JSON")
 }
 
 /// Member ID → index in `cluster.members`, from the member list's client URLs.
-fn ids(cluster: &Cluster) -> BTreeMap<u64, usize> {
+pub(crate) fn ids(cluster: &Cluster) -> BTreeMap<u64, usize> {
     let list = json(&cluster.members[0].endpoint(), &["member", "list"]);
     let mut out = BTreeMap::new();
     for m in list["members"].as_array().unwrap() {
@@ -40,7 +40,7 @@ fn ids(cluster: &Cluster) -> BTreeMap<u64, usize> {
 }
 
 /// The leader every reachable member in `endpoints` agrees on.
-fn agreed_leader(endpoints: &str) -> Option<u64> {
+pub(crate) fn agreed_leader(endpoints: &str) -> Option<u64> {
     let out = etcdctl(endpoints, &["endpoint", "status", "-w", "json"], None);
     let status: Value = serde_json::from_slice(&out.stdout).ok()?;
     let leaders: Vec<u64> = status.as_array()?.iter().filter_map(|s| s["Status"]["leader"].as_u64()).collect();

@@ -11,3 +11,4 @@ mod lease;
 mod recipes;
 mod suite;
 mod watch;
+mod watch_cluster;
