@@ -137,6 +137,85 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     }
 }
 
+/// When this member last heard from a leader (an append it accepted), so that a member cut
+/// off from its leader stops naming it once an election timeout has passed, as etcd's members
+/// do (openraft keeps the last leader's vote while pre-votes fail).
+#[derive(Debug)]
+pub(crate) struct Contact {
+    born: std::time::Instant,
+    /// Milliseconds after `born`, plus one (0: never).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Contact {
+    pub(crate) fn new() -> Self {
+        Self { born: std::time::Instant::now(), last: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let now = self.born.elapsed().as_millis() as u64 + 1;
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a leader was heard from within `window`.
+    pub(crate) fn within(&self, window: std::time::Duration) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0 && self.born.elapsed().as_millis() as u64 + 1 - last <= window.as_millis() as u64
+    }
+}
+
+/// An [`Inbound`] that records each append it accepts in a [`Contact`].
+pub(crate) struct Tracked<I> {
+    pub(crate) inner: I,
+    pub(crate) contact: Arc<Contact>,
+}
+
+impl<I: Inbound> Inbound for Tracked<I> {
+    fn append(&self, req: AppendEntriesRequest<TypeConfig>) -> BoxFuture<AppendEntriesResponse<TypeConfig>> {
+        let answer = self.inner.append(req);
+        let contact = Arc::clone(&self.contact);
+        Box::pin(async move {
+            let resp = answer.await;
+            if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                contact.touch();
+            }
+            resp
+        })
+    }
+
+    fn vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>> {
+        self.inner.vote(req)
+    }
+
+    fn pre_vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>> {
+        self.inner.pre_vote(req)
+    }
+
+    fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>> {
+        let answer = self.inner.snapshot(vote, snapshot);
+        let contact = Arc::clone(&self.contact);
+        Box::pin(async move {
+            let resp = answer.await;
+            if resp.is_ok() {
+                contact.touch();
+            }
+            resp
+        })
+    }
+
+    fn read_index(&self) -> BoxFuture<ReadIndex> {
+        self.inner.read_index()
+    }
+
+    fn transfer_leader(&self, req: TransferLeaderRequest<TypeConfig>) -> BoxFuture<TransferLeaderResponse<TypeConfig>> {
+        self.inner.transfer_leader(req)
+    }
+
+    fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted> {
+        self.inner.submit(command)
+    }
+}
+
 /// A connection to one peer.
 pub(crate) struct Client {
     kind: Kind,

@@ -12,7 +12,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadE
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 
 use crate::log_store::LogStore;
-use crate::network::{self, Kind, Network, ReadIndex, Submitted};
+use crate::network::{self, Kind, Network, ReadIndex, Submitted, Tracked};
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
@@ -117,6 +117,11 @@ pub struct RaftNode<A: Apply> {
     changes: tokio::sync::Mutex<()>,
     /// How long a read barrier waits for the leader and for this member to catch up.
     request_timeout: Duration,
+    /// When a leader was last heard from.
+    contact: Arc<crate::network::Contact>,
+    /// Without contact for this long, a follower names no leader.
+    election_timeout: Duration,
+    heartbeat_interval: Duration,
 }
 
 impl<A: Apply> std::fmt::Debug for RaftNode<A> {
@@ -190,11 +195,23 @@ impl<A: Apply> RaftNode<A> {
         let sm_alive = sm.liveness();
         let raft =
             openraft::Raft::new(id, Arc::new(openraft_config), network.clone(), log, sm).await.map_err(stopped)?;
+        let contact = Arc::new(crate::network::Contact::new());
         if let Kind::Mem { router, .. } = &network.kind {
-            router.register(id, Arc::new(raft.clone()));
+            router.register(id, Arc::new(Tracked { inner: raft.clone(), contact: Arc::clone(&contact) }));
         }
         let request_timeout = config.election_timeout * 5;
-        Ok(Self { id, raft, network, snapshots, sm_alive, changes: tokio::sync::Mutex::new(()), request_timeout })
+        Ok(Self {
+            id,
+            raft,
+            network,
+            snapshots,
+            sm_alive,
+            changes: tokio::sync::Mutex::new(()),
+            request_timeout,
+            contact,
+            election_timeout: config.election_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -204,7 +221,8 @@ impl<A: Apply> RaftNode<A> {
     /// The gRPC service the other members reach this one through (with [`Network::grpc`]):
     /// serve it on this member's peer URLs.
     pub fn peer_service(&self) -> crate::grpc::PeerServer {
-        crate::grpc::server(Arc::new(self.raft.clone()), self.snapshots.clone())
+        let inbound = Tracked { inner: self.raft.clone(), contact: Arc::clone(&self.contact) };
+        crate::grpc::server(Arc::new(inbound), self.snapshots.clone())
     }
 
     /// Forms a new cluster of `voters` (call it on one member of a new cluster); does nothing
@@ -373,9 +391,22 @@ impl<A: Apply> RaftNode<A> {
         self.raft.trigger().snapshot().await.map_err(stopped)
     }
 
-    /// The leader this member knows of (cheaper than [`Self::status`]).
+    /// The leader this member knows of (cheaper than [`Self::status`]): none while it is a
+    /// candidate, or when it has not heard from its leader for an election timeout.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        self.live_leader(metrics.state, metrics.current_leader)
+    }
+
+    fn live_leader(&self, state: ServerState, leader: Option<NodeId>) -> Option<NodeId> {
+        match state {
+            ServerState::Leader => leader,
+            ServerState::Candidate | ServerState::Shutdown => None,
+            ServerState::Follower | ServerState::Learner => {
+                leader.filter(|_| self.contact.within(self.election_timeout))
+            }
+        }
     }
 
     /// The current term (cheaper than [`Self::status`]).
@@ -394,7 +425,7 @@ impl<A: Apply> RaftNode<A> {
         Status {
             id: self.id,
             role: role(metrics.state),
-            leader: metrics.current_leader,
+            leader: self.live_leader(metrics.state, metrics.current_leader),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             committed: metrics.local_committed.as_ref().map_or(0, |c| c.index),
@@ -421,10 +452,15 @@ impl<A: Apply> RaftNode<A> {
             if cond(&status) {
                 return Ok(status);
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Stopped(format!("timed out after {timeout:?}; status: {status:?}")));
+            }
+            // Woken by every change of Raft's metrics, and each heartbeat interval too: whether
+            // the leader is still heard from changes with time alone.
+            let wake = deadline.min(tokio::time::Instant::now() + self.heartbeat_interval);
+            match tokio::time::timeout_at(wake, metrics.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
                 Ok(Err(e)) => return Err(stopped(e)),
-                Err(_) => return Err(Error::Stopped(format!("timed out after {timeout:?}; status: {status:?}"))),
             }
         }
     }

@@ -149,6 +149,7 @@ impl Server {
             member_id,
             cluster_token: token.clone(),
             request_timeout,
+            election_timeout: raft_config.election_timeout,
             max_request_bytes: config.max_request_bytes as usize,
             max_txn_ops: config.max_txn_ops as usize,
             quota_bytes: config.quota_bytes(),

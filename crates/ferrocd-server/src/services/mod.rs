@@ -45,6 +45,8 @@ pub struct Shared<E: Engine, W: WritePath> {
     pub cluster_token: String,
     /// How long a request waits for a leader to be elected.
     pub request_timeout: Duration,
+    /// Raft's election timeout.
+    pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_bytes: u64,

@@ -60,6 +60,9 @@ struct Outbound<E: Engine, W: WritePath> {
     fragment_bytes: usize,
     /// Fragments of a split response still to send.
     pending: VecDeque<WatchResponse>,
+    /// For a client that required a leader: resolves once the member has had none for three
+    /// election timeouts, which ends the stream (etcd's `hasleader` streams).
+    leaderless: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _reader: AbortOnDrop,
 }
 
@@ -68,9 +71,16 @@ impl<E: Engine, W: WritePath> Outbound<E, W> {
         if let Some(resp) = self.pending.pop_front() {
             return Some(Ok(resp));
         }
+        let leaderless = async {
+            match self.leaderless.as_mut() {
+                Some(monitor) => monitor.await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             message = self.stream.next() => message,
             _ = self.stopped.wait_for(|s| *s) => return Some(Err(ServerError::Stopped.into())),
+            () = leaderless => return Some(Err(ServerError::NoLeader.into())),
         };
         let split = message.wants_fragments();
         let mut resp = message.into_response();
@@ -81,6 +91,21 @@ impl<E: Engine, W: WritePath> Outbound<E, W> {
             self.pending.pop_front().map(Ok)
         } else {
             Some(Ok(resp))
+        }
+    }
+}
+
+/// Resolves once this member has had no leader for three election timeouts.
+async fn leaderless_for<E: Engine, W: WritePath>(shared: Arc<Shared<E, W>>) {
+    let limit = shared.election_timeout * 3;
+    loop {
+        let forever = std::time::Duration::from_secs(365 * 24 * 3600);
+        if shared.node.wait_until(forever, |s| s.leader.is_none()).await.is_err() {
+            // Raft stopped: the server is stopping, which ends the stream.
+            return std::future::pending().await;
+        }
+        if shared.node.wait_until(limit, |s| s.leader.is_some()).await.is_err() && shared.node.leader().is_none() {
+            return;
         }
     }
 }
@@ -119,6 +144,7 @@ impl<E: Engine, W: WritePath> Watch for WatchService<E, W> {
             stopped: self.stopped.clone(),
             fragment_bytes: self.fragment_bytes,
             pending: VecDeque::new(),
+            leaderless: require_leader.then(|| Box::pin(leaderless_for(Arc::clone(shared))) as Pin<Box<_>>),
             _reader: AbortOnDrop(reader),
         };
         let responses = futures::stream::unfold(Some(outbound), |outbound| async move {
