@@ -56,7 +56,7 @@ pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<KvClient<Channel
     Ok(clients)
 }
 
-fn value() -> Vec<u8> {
+pub(crate) fn value() -> Vec<u8> {
     // Fresh random bytes per write: nothing for either server's compression to exploit.
     let mut v = vec![0; workloads::VALUE_SIZE];
     fastrand::fill(&mut v);
@@ -67,7 +67,6 @@ fn put(key: Vec<u8>) -> RequestOp {
     RequestOp { request: Some(OpRequest::RequestPut(PutRequest { key, value: value(), ..Default::default() })) }
 }
 
-/// Writes `keys` (random values), in transactions of 100 puts from a few concurrent clients.
 /// The URL (of `urls`) of the member that leads, by asking each for its status.
 ///
 /// # Errors
@@ -90,6 +89,7 @@ pub async fn leader(urls: &[String]) -> anyhow::Result<String> {
     }
 }
 
+/// Writes `all` (random values), in transactions of 100 puts from a few concurrent clients.
 pub async fn preload(url: &str, all: Vec<Vec<u8>>) -> anyhow::Result<()> {
     let batches: Vec<Vec<Vec<u8>>> = all.chunks(100).map(<[_]>::to_vec).collect();
     let next = Arc::new(AtomicU64::new(0));
@@ -195,6 +195,13 @@ impl Client {
                 self.kv.put(PutRequest { key, value: value(), ..Default::default() }).await?;
                 Ok(false)
             }
+            Op::PutHot => {
+                self.kv
+                    .put(PutRequest { key: workloads::HOT_KEY.to_vec(), value: value(), ..Default::default() })
+                    .await?;
+                Ok(false)
+            }
+            Op::Watch(_) => Err(tonic::Status::invalid_argument("watch workloads are driven by the watch module")),
             Op::Get { serializable } => {
                 let key = workloads::READ_KEY.to_vec();
                 self.kv.range(RangeRequest { key, serializable, ..Default::default() }).await?;

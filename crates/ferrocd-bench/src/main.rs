@@ -10,6 +10,7 @@ mod load;
 mod procfs;
 mod profile;
 mod report;
+mod watch;
 mod workloads;
 
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ struct Args {
     /// Repetitions per server (each on fresh servers).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Workloads: names, or the groups all, reads, writes, after, restart.
+    /// Workloads: names, or the groups all, reads, writes, after, cluster, watch, restart.
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Multiplies every workload's operation count.
@@ -126,9 +127,13 @@ fn repetition(
         Server::Etcd => Kind::Etcd,
         Server::Ferrocd => Kind::Ferrocd,
     };
-    let (single, clustered): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase != Phase::Cluster);
+    let (clustered, rest): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase == Phase::Cluster);
+    let (watched, single): (Vec<Workload>, Vec<Workload>) = rest.iter().partition(|w| w.phase == Phase::Watch);
     if !clustered.is_empty() {
         cluster_repetition(rt, args, &clustered, server, ticks, results)?;
+    }
+    if !watched.is_empty() {
+        watch_repetition(rt, args, &watched, server, ticks, results)?;
     }
     if single.is_empty() && !restart {
         return Ok(None);
@@ -237,6 +242,50 @@ fn cluster_repetition(
         let cpu = (cpu_ticks()? - cpu0) as f64 / ticks;
         record(results, server, w, &outcome, cpu);
     }
+    Ok(())
+}
+
+/// The watch workloads on a fresh member of `server` (so their watchers and memory figures
+/// neither disturb nor are disturbed by the other workloads).
+fn watch_repetition(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    chosen: &[Workload],
+    server: Server,
+    ticks: f64,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let kind = match server {
+        Server::Etcd => Kind::Etcd,
+        Server::Ferrocd => Kind::Ferrocd,
+    };
+    let mut member = Member::start(kind, &[]);
+    let url = member.url();
+    let pid = member.pid().context("server pid")?;
+    for w in chosen {
+        let total = ((w.total as f64 * args.scale).round() as u64).max(1);
+        let out = rt
+            .block_on(watch::run(&url, pid, w, total, Duration::from_secs(args.time_limit)))
+            .with_context(|| w.name)?;
+        if let Some(baseline) = &out.baseline {
+            let plain = Workload { name: workloads::STALLED_BASELINE, ..*w };
+            record(results, server, &plain, &baseline.outcome, baseline.cpu_ticks as f64 / ticks);
+        }
+        record(results, server, w, &out.puts.outcome, out.puts.cpu_ticks as f64 / ticks);
+        if let Some(rate) = out.events_per_sec {
+            results.record(&format!("{} delivered", w.name), Metric::EventsPerSec, server, rate);
+            eprintln!("  {:<8} {:<22} {rate:>9.0} events/s delivered", server.name(), w.name);
+        }
+        for (when, mib) in &out.rss_mib {
+            results.record(&format!("{} {when}", w.name), Metric::RssMib, server, *mib);
+            eprintln!("  {:<8} {:<22} {mib:>9.1} MiB RSS {when}", server.name(), w.name);
+        }
+        for (what, secs) in &out.seconds {
+            results.record(&format!("{} {what}", w.name), Metric::Seconds, server, *secs);
+            eprintln!("  {:<8} {:<22} {secs:>9.3} s {what}", server.name(), w.name);
+        }
+    }
+    member.kill();
     Ok(())
 }
 

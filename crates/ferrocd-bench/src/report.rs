@@ -32,6 +32,8 @@ pub enum Metric {
     CpuPerOp,
     RssMib,
     Seconds,
+    /// Watch events delivered to watchers per second.
+    EventsPerSec,
 }
 
 impl Metric {
@@ -44,6 +46,7 @@ impl Metric {
             Self::CpuPerOp => "server CPU µs/op",
             Self::RssMib => "server RSS MiB",
             Self::Seconds => "seconds",
+            Self::EventsPerSec => "events/s",
         }
     }
 

@@ -4,7 +4,8 @@
 //! Keys are 8 bytes and values 256 bytes unless noted, as in etcd's own benchmark documentation.
 //! The phases run in a fixed order, because etcd 3.4's read path slows down after a burst of
 //! writes: reads on fresh data (only the keys they read are loaded), then the preload of the put
-//! key space and the writes, then the same reads again.
+//! key space and the writes, then the same reads again. The cluster and watch workloads run on
+//! servers of their own.
 
 /// Size of every value written.
 pub const VALUE_SIZE: usize = 256;
@@ -16,6 +17,14 @@ pub const TXN_KEY_SPACE: u64 = 10_000;
 pub const READ_KEY: &[u8] = b"foo";
 /// `/r/0000` … `/r/0999`: the keys of the 1000-key range.
 pub const RANGE_KEYS: usize = 1000;
+/// The key watch-latency's watcher watches and its client puts.
+pub const LATENCY_KEY: &[u8] = b"/w/lat";
+/// The key watch-fanout's watchers watch and its client puts.
+pub const FANOUT_KEY: &[u8] = b"/w/fan";
+/// The key watch-stalled's put loop writes and its stalled watcher watches.
+pub const HOT_KEY: &[u8] = b"/w/hot";
+/// The name under which watch-stalled reports its put loop without watchers.
+pub const STALLED_BASELINE: &str = "watch-stalled-baseline";
 
 /// The key of the put workloads' `i`th key.
 pub fn put_key(i: u64) -> Vec<u8> {
@@ -37,6 +46,11 @@ pub fn read_keys() -> Vec<Vec<u8>> {
     std::iter::once(READ_KEY.to_vec()).chain((0..RANGE_KEYS).map(range_key)).collect()
 }
 
+/// The `i`th key watched by an idle watcher of watch-stalled (never written).
+pub fn idle_key(i: usize) -> Vec<u8> {
+    format!("/w/idle/{i:05}").into_bytes()
+}
+
 /// The first `n` keys of the put key space.
 pub fn put_keys(n: u64) -> Vec<Vec<u8>> {
     (0..n).map(put_key).collect()
@@ -53,6 +67,8 @@ pub enum Phase {
     AfterWrites,
     /// On a fresh 3-member cluster, against its leader (the other phases run on one member).
     Cluster,
+    /// On a fresh member of its own: watchers, and one client putting the keys they watch.
+    Watch,
 }
 
 /// What one operation of a workload is.
@@ -67,6 +83,25 @@ pub enum Op {
     Get { serializable: bool },
     /// A serializable Range of all [`RANGE_KEYS`] keys.
     Range1k,
+    /// Put [`HOT_KEY`] (watch-stalled's put loop).
+    PutHot,
+    /// A watch workload: one client puts sequentially while watchers receive the events.
+    Watch(WatchLoad),
+}
+
+/// What a watch workload sets up around its sequential puts. Watch streams are spread over the
+/// workload's `conns` connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchLoad {
+    /// One watcher of [`LATENCY_KEY`]: the time from sending a put until its event arrives.
+    Latency,
+    /// `watchers` watchers of [`FANOUT_KEY`] on `streams` streams: the time from sending a put
+    /// until every watcher got its event.
+    Fanout { watchers: usize, streams: usize },
+    /// `idle` watchers of keys never written on `streams` streams, plus one watcher of
+    /// [`HOT_KEY`] on a stream whose reader never reads: the put loop's latency with them and
+    /// without, and the server's memory.
+    Stalled { idle: usize, streams: usize },
 }
 
 /// A workload of the catalogue.
@@ -107,12 +142,16 @@ pub const CATALOGUE: &[Workload] = &[
     w("cluster3-put-c100", Phase::Cluster, Op::Put { sequential: false }, 100, 10, 30_000),
     w("cluster3-put-c1000", Phase::Cluster, Op::Put { sequential: false }, 1000, 100, 100_000),
     w("cluster3-range-l-c100", Phase::Cluster, L, 100, 10, 100_000),
+    w("watch-latency", Phase::Watch, Op::Watch(WatchLoad::Latency), 1, 1, 3_000),
+    w("watch-fanout-1000", Phase::Watch, Op::Watch(WatchLoad::Fanout { watchers: 1000, streams: 100 }), 1, 10, 1_000),
+    w("watch-stalled", Phase::Watch, Op::Watch(WatchLoad::Stalled { idle: 10_000, streams: 100 }), 1, 10, 3_000),
 ];
 
 /// The pseudo-workload that measures memory after the run and the restart.
 pub const RESTART: &str = "restart";
 
-/// Resolves `--workloads`: names, or the groups `reads`, `writes`, `after`, `cluster`, `all`.
+/// Resolves `--workloads`: names, or the groups `reads`, `writes`, `after`, `cluster`, `watch`,
+/// `all`.
 pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
     let mut chosen = Vec::new();
     let mut restart = false;
@@ -126,6 +165,7 @@ pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
             "writes" => CATALOGUE.iter().filter(|w| w.phase == Phase::Writes).copied().collect(),
             "after" => CATALOGUE.iter().filter(|w| w.phase == Phase::AfterWrites).copied().collect(),
             "cluster" => CATALOGUE.iter().filter(|w| w.phase == Phase::Cluster).copied().collect(),
+            "watch" => CATALOGUE.iter().filter(|w| w.phase == Phase::Watch).copied().collect(),
             RESTART => {
                 restart = true;
                 Vec::new()
@@ -135,7 +175,7 @@ pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
                 None => {
                     let names: Vec<&str> = CATALOGUE.iter().map(|w| w.name).collect();
                     return Err(format!(
-                        "unknown workload {name:?}; choose from all, reads, writes, after, cluster, {RESTART}, {}",
+                        "unknown workload {name:?}; choose from all, reads, writes, after, cluster, watch, {RESTART}, {}",
                         names.join(", ")
                     ));
                 }
@@ -158,6 +198,7 @@ mod tests {
         assert_eq!(put_key(PUT_KEY_SPACE + 1), b"k0000001");
         assert_eq!(txn_key(TXN_KEY_SPACE - 1), b"t0009999");
         assert_eq!(range_key(999), b"/r/0999");
+        assert_eq!(idle_key(9999), b"/w/idle/09999");
     }
 
     #[test]
@@ -170,6 +211,8 @@ mod tests {
         assert!(restart);
         assert_eq!(select("writes").unwrap().0.len(), 4);
         assert!(select("cluster").unwrap().0.iter().all(|w| w.phase == Phase::Cluster));
+        let watch: Vec<&str> = select("watch").unwrap().0.iter().map(|w| w.name).collect();
+        assert_eq!(watch, ["watch-latency", "watch-fanout-1000", "watch-stalled"]);
         assert!(select("nope").unwrap_err().contains("unknown workload \"nope\""));
     }
 }
