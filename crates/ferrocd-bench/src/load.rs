@@ -56,6 +56,11 @@ pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<KvClient<Channel
     Ok(clients)
 }
 
+/// A KV client on `channel`.
+pub fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(64 << 20)
+}
+
 pub(crate) fn value() -> Vec<u8> {
     // Fresh random bytes per write: nothing for either server's compression to exploit.
     let mut v = vec![0; workloads::VALUE_SIZE];
@@ -202,6 +207,7 @@ impl Client {
                 Ok(false)
             }
             Op::Watch(_) => Err(tonic::Status::invalid_argument("watch workloads are driven by the watch module")),
+            Op::Lease(_) => Err(tonic::Status::invalid_argument("lease workloads are driven by the lease module")),
             Op::Get { serializable } => {
                 let key = workloads::READ_KEY.to_vec();
                 self.kv.range(RangeRequest { key, serializable, ..Default::default() }).await?;

@@ -6,6 +6,7 @@
 //! by PID. Repetitions alternate etcd and ferrocd; the report gives medians, min–max and the ratio
 //! ferrocd/etcd of every figure, as Markdown and JSON. `cargo xtask bench` builds and runs it.
 
+mod lease;
 mod load;
 mod procfs;
 mod profile;
@@ -31,7 +32,7 @@ struct Args {
     /// Repetitions per server (each on fresh servers).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Workloads: names, or the groups all, reads, writes, after, cluster, watch, restart.
+    /// Workloads: names, or the groups all, reads, writes, after, cluster, watch, lease, restart.
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Multiplies every workload's operation count.
@@ -128,7 +129,8 @@ fn repetition(
         Server::Ferrocd => Kind::Ferrocd,
     };
     let (clustered, rest): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase == Phase::Cluster);
-    let (watched, single): (Vec<Workload>, Vec<Workload>) = rest.iter().partition(|w| w.phase == Phase::Watch);
+    let (watched, single): (Vec<Workload>, Vec<Workload>) =
+        rest.iter().partition(|w| matches!(w.phase, Phase::Watch | Phase::Lease));
     if !clustered.is_empty() {
         cluster_repetition(rt, args, &clustered, server, ticks, results)?;
     }
@@ -245,8 +247,8 @@ fn cluster_repetition(
     Ok(())
 }
 
-/// The watch workloads on a fresh member of `server` (so their watchers and memory figures
-/// neither disturb nor are disturbed by the other workloads).
+/// The watch and lease workloads on a fresh member of `server` (so their watchers, leases and
+/// memory figures neither disturb nor are disturbed by the other workloads).
 fn watch_repetition(
     rt: &tokio::runtime::Runtime,
     args: &Args,
@@ -264,9 +266,13 @@ fn watch_repetition(
     let pid = member.pid().context("server pid")?;
     for w in chosen {
         let total = ((w.total as f64 * args.scale).round() as u64).max(1);
-        let out = rt
-            .block_on(watch::run(&url, pid, w, total, Duration::from_secs(args.time_limit)))
-            .with_context(|| w.name)?;
+        let limit = Duration::from_secs(args.time_limit);
+        let out = if w.phase == Phase::Lease {
+            rt.block_on(lease::run(&url, pid, w, total, limit))
+        } else {
+            rt.block_on(watch::run(&url, pid, w, total, limit))
+        }
+        .with_context(|| w.name)?;
         if let Some(baseline) = &out.baseline {
             let plain = Workload { name: workloads::STALLED_BASELINE, ..*w };
             record(results, server, &plain, &baseline.outcome, baseline.cpu_ticks as f64 / ticks);

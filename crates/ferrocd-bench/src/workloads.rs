@@ -46,6 +46,11 @@ pub fn read_keys() -> Vec<Vec<u8>> {
     std::iter::once(READ_KEY.to_vec()).chain((0..RANGE_KEYS).map(range_key)).collect()
 }
 
+/// The key attached to the `i`th lease of the lease workloads.
+pub fn lease_key(i: u64) -> Vec<u8> {
+    format!("/l/{i:08}").into_bytes()
+}
+
 /// The `i`th key watched by an idle watcher of watch-stalled (never written).
 pub fn idle_key(i: usize) -> Vec<u8> {
     format!("/w/idle/{i:05}").into_bytes()
@@ -69,6 +74,8 @@ pub enum Phase {
     Cluster,
     /// On a fresh member of its own: watchers, and one client putting the keys they watch.
     Watch,
+    /// On a fresh member of its own: leases.
+    Lease,
 }
 
 /// What one operation of a workload is.
@@ -87,6 +94,19 @@ pub enum Op {
     PutHot,
     /// A watch workload: one client puts sequentially while watchers receive the events.
     Watch(WatchLoad),
+    /// A lease workload.
+    Lease(LeaseLoad),
+}
+
+/// What a lease workload does (see the `lease` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLoad {
+    /// Each client renews its own lease on its own keep-alive stream.
+    KeepAlive,
+    /// Each operation grants a lease and puts a key attached to it.
+    GrantAttach,
+    /// `total` leases with a key each fall due at once; a put loop runs while they are revoked.
+    MassExpiry,
 }
 
 /// What a watch workload sets up around its sequential puts. Watch streams are spread over the
@@ -145,6 +165,9 @@ pub const CATALOGUE: &[Workload] = &[
     w("watch-latency", Phase::Watch, Op::Watch(WatchLoad::Latency), 1, 1, 3_000),
     w("watch-fanout-1000", Phase::Watch, Op::Watch(WatchLoad::Fanout { watchers: 1000, streams: 100 }), 1, 10, 1_000),
     w("watch-stalled", Phase::Watch, Op::Watch(WatchLoad::Stalled { idle: 10_000, streams: 100 }), 1, 10, 3_000),
+    w("lease-keepalive", Phase::Lease, Op::Lease(LeaseLoad::KeepAlive), 100, 10, 100_000),
+    w("lease-grant-attach", Phase::Lease, Op::Lease(LeaseLoad::GrantAttach), 100, 10, 20_000),
+    w("lease-mass-expiry", Phase::Lease, Op::Lease(LeaseLoad::MassExpiry), 100, 10, 20_000),
 ];
 
 /// The pseudo-workload that measures memory after the run and the restart.
@@ -166,6 +189,7 @@ pub fn select(spec: &str) -> Result<(Vec<Workload>, bool), String> {
             "after" => CATALOGUE.iter().filter(|w| w.phase == Phase::AfterWrites).copied().collect(),
             "cluster" => CATALOGUE.iter().filter(|w| w.phase == Phase::Cluster).copied().collect(),
             "watch" => CATALOGUE.iter().filter(|w| w.phase == Phase::Watch).copied().collect(),
+            "lease" => CATALOGUE.iter().filter(|w| w.phase == Phase::Lease).copied().collect(),
             RESTART => {
                 restart = true;
                 Vec::new()

@@ -349,3 +349,29 @@ fn watches_that_require_a_leader_end_when_the_cluster_loses_it() {
     let refused = open(&rt).expect_err("no new stream without a leader");
     assert_eq!((refused.code(), refused.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
 }
+
+#[test]
+fn lease_checkpoints_keep_the_remaining_ttl_across_a_leader_move() {
+    let _serial = one_at_a_time();
+    let mut flags = TIMING.to_vec();
+    flags.extend(["--experimental-enable-lease-checkpoint", "--experimental-lease-checkpoint-interval", "1s"]);
+    let cluster = Cluster::start(Kind::Ferrocd, 3, &flags);
+    let all = cluster.endpoints();
+    wait_for("a leader", WAIT, || agreed_leader(&all).is_some());
+    let leader = agreed_leader(&all).unwrap();
+    let out = etcdctl_ok(&all, &["lease", "grant", "60"]);
+    let lease = out.split_whitespace().nth(1).unwrap().to_string();
+    let remaining = |endpoint: &str| -> i64 {
+        let ttl = json(endpoint, &["lease", "timetolive", &lease]);
+        ttl["ttl"].as_i64().unwrap()
+    };
+    // Let a few seconds of the lease pass, and a checkpoint or two be taken.
+    wait_for("the lease to age", WAIT, || remaining(&all) <= 56);
+    let target = *ids(&cluster).keys().find(|&&id| id != leader).unwrap();
+    etcdctl_ok(&all, &["move-leader", &format!("{target:x}")]);
+    wait_for("the new leader to be agreed on", WAIT, || agreed_leader(&all) == Some(target));
+    // The new leader resumes from the checkpointed remaining TTL (plus an election timeout),
+    // not from the full 60 s.
+    let after = remaining(&all);
+    assert!(after < 60, "the lease restarted at {after}s after the leader moved");
+}
