@@ -261,42 +261,51 @@ impl Server {
 
 /// How often the leader looks for expired leases (etcd: every 500 ms).
 const LEASE_TICK: Duration = Duration::from_millis(500);
-/// Leases revoked per Raft entry, and the most revoked per tick.
+/// Leases revoked per Raft entry, and the most taken per tick.
 const EXPIRE_PER_ENTRY: usize = 1000;
 const EXPIRE_PER_TICK: usize = 50_000;
 
 /// The leader's lease duties, every [`LEASE_TICK`] until the server stops: keep the lease
-/// table's role in step with leadership, propose the revokes of expired leases (batched, many
-/// per entry) and, when enabled, lease checkpoints.
+/// table's role in step with leadership, propose the revokes of expired leases and, when
+/// enabled, lease checkpoints.
+///
+/// Expired leases are revoked many to an entry, one entry at a time: other writes interleave
+/// with the entries (a mass expiry delays them by one entry's apply at most, not by the whole
+/// backlog), and the next leases are taken only once the last batch is through.
 async fn lease_ticks<E: ferrocd_engine::Engine>(
     shared: Arc<Shared<E, RaftWritePath>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut ticks = tokio::time::interval(LEASE_TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut revoking: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
         let _ = shared.primary_lessor();
+        let busy = revoking.as_ref().is_some_and(|task| !task.is_finished());
         let (expired, checkpoints) = {
             let mut lessor = shared.machine.lessor().lock();
             if !lessor.is_primary() {
                 continue;
             }
-            (lessor.expired(EXPIRE_PER_TICK), lessor.checkpoints(EXPIRE_PER_ENTRY))
+            let expired = if busy { Vec::new() } else { lessor.expired(EXPIRE_PER_TICK) };
+            (expired, lessor.checkpoints(EXPIRE_PER_ENTRY))
         };
-        for chunk in expired.chunks(EXPIRE_PER_ENTRY) {
+        if !expired.is_empty() {
             let writes = shared.writes.clone();
-            let ids = chunk.to_vec();
-            // Not awaited here: a slow commit must not hold back the next tick. A lost
-            // proposal is retried: the lease is reported expired again a few seconds later.
-            tokio::spawn(async move {
-                if let Err(e) = writes.propose_lease(LeaseCommand::Expire(ids)).await {
-                    tracing::debug!(error = %e, "expired leases not revoked yet; retried later");
+            revoking = Some(tokio::spawn(async move {
+                for chunk in expired.chunks(EXPIRE_PER_ENTRY) {
+                    // A lost proposal is retried: the lessor reports a lease still there
+                    // again a few seconds later.
+                    if let Err(e) = writes.propose_lease(LeaseCommand::Expire(chunk.to_vec())).await {
+                        tracing::debug!(error = %e, "expired leases not revoked yet; retried later");
+                        return;
+                    }
                 }
-            });
+            }));
         }
         if !checkpoints.is_empty() {
             let writes = shared.writes.clone();
