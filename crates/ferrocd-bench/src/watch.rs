@@ -7,8 +7,8 @@
 //! - watch-stalled: ten thousand idle watchers of keys never written, and one watcher of the
 //!   put key on a stream that is never read (a tiny HTTP/2 window, so the server soon cannot
 //!   send it anything); the put loop's own latency is measured without them and with them, and
-//!   the server's resident memory before and after. Then the stalled stream is read: the time
-//!   until it has delivered every put is reported, and any event missing is printed.
+//!   the server's resident memory before and after each loop. Then the stalled stream is read:
+//!   the time until it has delivered every put is reported, and any event missing is printed.
 //!
 //! Arrival times are taken by the tasks reading the streams, as each response arrives, so a
 //! busy driver does not inflate them. Every loop is bounded by its count and `--time-limit`,
@@ -296,6 +296,7 @@ async fn stalled(
     time_limit: Duration,
 ) -> anyhow::Result<WatchOutcome> {
     let rss = || procfs::rss_mib(pid).unwrap_or(f64::NAN);
+    let at_start = rss();
     let baseline = put_loop(url, pid, workloads::STALLED_BASELINE, total, time_limit).await?;
     let before = rss();
 
@@ -349,7 +350,12 @@ async fn stalled(
         puts,
         baseline: Some(baseline),
         events_per_sec: None,
-        rss_mib: vec![("without watchers", before), ("with the watchers", with_watchers), ("after the puts", after)],
+        rss_mib: vec![
+            ("at start", at_start),
+            ("after the puts without watchers", before),
+            ("with the watchers", with_watchers),
+            ("after the puts with the watchers", after),
+        ],
         seconds: vec![("stalled watcher drained", drained)],
     })
 }
