@@ -654,7 +654,12 @@ fn watchers_on_every_member_get_the_applied_history_through_leader_changes() {
     etcdctl_ok(&all, &["move-leader", &format!("{target:x}")]);
     wait_for("the leader to move", WAIT, || agreed_leader(&all) == Some(target));
     wait_for("the writes before the leader dies", WAIT, || done(KILL_AT));
-    let victim = ids[&target];
+    let mut leader = None;
+    wait_for("an agreed leader", WAIT, || {
+        leader = agreed_leader(&all);
+        leader.is_some()
+    });
+    let victim = ids[&leader.expect("a leader")];
     cluster.members[victim].kill();
     let killed_at = load.done.load(Ordering::Acquire);
     wait_for("writes through the survivors", WAIT, || done(RESTART_AT));
