@@ -134,17 +134,17 @@ fn repetition(
     if !clustered.is_empty() {
         cluster_repetition(rt, args, &clustered, server, ticks, results)?;
     }
+    let mut written = None;
     if !watched.is_empty() {
-        watch_repetition(rt, args, &watched, server, ticks, results)?;
+        written = watch_repetition(rt, args, &watched, server, ticks, profile, results)?;
     }
     if single.is_empty() && !restart {
-        return Ok(None);
+        return Ok(written);
     }
     let mut member = Member::start(kind, &[]);
     let url = member.url();
     let pid = member.pid().context("server pid")?;
     rt.block_on(load::preload(&url, workloads::read_keys()))?;
-    let mut written = None;
     let mut loaded = false;
     for w in &single {
         if w.phase != Phase::Fresh && !loaded {
@@ -248,15 +248,17 @@ fn cluster_repetition(
 }
 
 /// The watch and lease workloads on a fresh member of `server` (so their watchers, leases and
-/// memory figures neither disturb nor are disturbed by the other workloads).
+/// memory figures neither disturb nor are disturbed by the other workloads); answers the profile
+/// written, if one was asked for (it covers the whole workload, its setup included).
 fn watch_repetition(
     rt: &tokio::runtime::Runtime,
     args: &Args,
     chosen: &[Workload],
     server: Server,
     ticks: f64,
+    profile: Option<&str>,
     results: &mut Results,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<PathBuf>> {
     let kind = match server {
         Server::Etcd => Kind::Etcd,
         Server::Ferrocd => Kind::Ferrocd,
@@ -264,8 +266,13 @@ fn watch_repetition(
     let mut member = Member::start(kind, &[]);
     let url = member.url();
     let pid = member.pid().context("server pid")?;
+    let mut written = None;
     for w in chosen {
         let total = ((w.total as f64 * args.scale).round() as u64).max(1);
+        let recording = match profile {
+            Some(name) if name == w.name => Some(profile::start(pid, &args.out, name)?),
+            _ => None,
+        };
         let limit = Duration::from_secs(args.time_limit);
         let out = if w.phase == Phase::Lease {
             rt.block_on(lease::run(&url, pid, w, total, limit))
@@ -273,6 +280,9 @@ fn watch_repetition(
             rt.block_on(watch::run(&url, pid, w, total, limit))
         }
         .with_context(|| w.name)?;
+        if let Some(recording) = recording {
+            written = Some(recording.finish()?);
+        }
         if let Some(baseline) = &out.baseline {
             let plain = Workload { name: workloads::STALLED_BASELINE, ..*w };
             record(results, server, &plain, &baseline.outcome, baseline.cpu_ticks as f64 / ticks);
@@ -292,7 +302,7 @@ fn watch_repetition(
         }
     }
     member.kill();
-    Ok(())
+    Ok(written)
 }
 
 /// Preloads the put key space and records the memory it takes.
