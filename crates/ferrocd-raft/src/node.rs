@@ -392,19 +392,26 @@ impl<A: Apply> RaftNode<A> {
     }
 
     /// The leader this member knows of (cheaper than [`Self::status`]): none while it is a
-    /// candidate, or when it has not heard from its leader for an election timeout.
+    /// candidate, when it has not heard from its leader for an election timeout, or when it
+    /// leads but has had no acknowledgement from a quorum for an election timeout (etcd's
+    /// check-quorum: such a leader steps down).
     pub fn leader(&self) -> Option<NodeId> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        self.live_leader(metrics.state, metrics.current_leader)
+        self.live_leader(&metrics)
     }
 
-    fn live_leader(&self, state: ServerState, leader: Option<NodeId>) -> Option<NodeId> {
-        match state {
-            ServerState::Leader => leader,
+    fn live_leader(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> Option<NodeId> {
+        use openraft::Instant as _;
+        match metrics.state {
+            ServerState::Leader => {
+                let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
+                let heard = metrics.last_quorum_acked.as_ref().is_none_or(|t| t.elapsed() <= self.election_timeout);
+                metrics.current_leader.filter(|_| alone || heard)
+            }
             ServerState::Candidate | ServerState::Shutdown => None,
             ServerState::Follower | ServerState::Learner => {
-                leader.filter(|_| self.contact.within(self.election_timeout))
+                metrics.current_leader.filter(|_| self.contact.within(self.election_timeout))
             }
         }
     }
@@ -425,7 +432,7 @@ impl<A: Apply> RaftNode<A> {
         Status {
             id: self.id,
             role: role(metrics.state),
-            leader: self.live_leader(metrics.state, metrics.current_leader),
+            leader: self.live_leader(&metrics),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             committed: metrics.local_committed.as_ref().map_or(0, |c| c.index),

@@ -318,37 +318,44 @@ fn watches_that_require_a_leader_end_when_the_cluster_loses_it() {
     use ferrocd_proto::etcdserverpb::watch_client::WatchClient;
     use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
     use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
-    let _serial = one_at_a_time();
-    let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
-    wait_for("a leader", WAIT, || agreed_leader(&cluster.endpoints()).is_some());
-    let leader = agreed_leader(&cluster.endpoints()).unwrap();
-    let ids = ids(&cluster);
-    let watched = *ids.iter().find(|(id, _)| **id != leader).unwrap().1;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let endpoint = format!("http://{}", cluster.members[watched].endpoint());
-    let open = |rt: &tokio::runtime::Runtime| {
-        rt.block_on(async {
-            let mut client = WatchClient::connect(endpoint.clone()).await.unwrap();
-            let create = WatchCreateRequest { key: b"k".to_vec(), ..Default::default() };
-            let first = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
-            let requests = futures::stream::iter([first]).chain(futures::stream::pending());
-            let mut request = tonic::Request::new(requests);
-            request.metadata_mut().insert("hasleader", "true".parse().unwrap());
-            client.watch(request).await
-        })
-    };
     use futures::StreamExt;
-    let mut stream = open(&rt).unwrap().into_inner();
-    assert!(rt.block_on(stream.message()).unwrap().unwrap().created);
-    // The other two members go: no quorum, no leader for the follower watched.
-    for i in (0..3).filter(|i| *i != watched) {
-        cluster.members[i].kill();
+    let _serial = one_at_a_time();
+    // Watched on the leader (which steps down without a quorum) and on a follower (which stops
+    // naming a leader it no longer hears from).
+    for on_leader in [true, false] {
+        let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
+        wait_for("a leader", WAIT, || agreed_leader(&cluster.endpoints()).is_some());
+        let leader = agreed_leader(&cluster.endpoints()).unwrap();
+        let ids = ids(&cluster);
+        let watched = *ids.iter().find(|(id, _)| (**id == leader) == on_leader).unwrap().1;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let endpoint = format!("http://{}", cluster.members[watched].endpoint());
+        let open = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let mut client = WatchClient::connect(endpoint.clone()).await.unwrap();
+                let create = WatchCreateRequest { key: b"k".to_vec(), ..Default::default() };
+                let first = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
+                let requests = futures::stream::iter([first]).chain(futures::stream::pending());
+                let mut request = tonic::Request::new(requests);
+                request.metadata_mut().insert("hasleader", "true".parse().unwrap());
+                client.watch(request).await
+            })
+        };
+        let mut stream = open(&rt).unwrap().into_inner();
+        assert!(rt.block_on(stream.message()).unwrap().unwrap().created);
+        // The other two members go: no quorum, no leader for the member watched.
+        for i in (0..3).filter(|i| *i != watched) {
+            cluster.members[i].kill();
+        }
+        let ended = rt.block_on(async { tokio::time::timeout(WAIT, stream.message()).await });
+        let status = ended.expect("the stream ends").expect_err("ends with an error");
+        assert_eq!((status.code(), status.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
+        let refused = open(&rt).expect_err("no new stream without a leader");
+        assert_eq!((refused.code(), refused.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
+        // Nor does the member name a leader any more.
+        let status = json(&cluster.members[watched].endpoint(), &["endpoint", "status"]);
+        assert_eq!(status[0]["Status"]["leader"].as_u64().unwrap_or(0), 0, "{status}");
     }
-    let ended = rt.block_on(async { tokio::time::timeout(WAIT, stream.message()).await }).expect("the stream ends");
-    let status = ended.expect_err("ends with an error");
-    assert_eq!((status.code(), status.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
-    let refused = open(&rt).expect_err("no new stream without a leader");
-    assert_eq!((refused.code(), refused.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
 }
 
 #[test]
