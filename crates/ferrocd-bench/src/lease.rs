@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
 use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, PutRequest};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::load::{self, Outcome};
 use crate::procfs;
@@ -29,20 +29,11 @@ use crate::workloads::{self, LeaseLoad, Op, Workload};
 /// The TTL of the leases of lease-keepalive and lease-grant-attach: none expires meanwhile.
 const LONG_TTL: i64 = 600;
 
-async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_string())?.connect_timeout(Duration::from_secs(5));
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
-        out.push(endpoint.connect().await.with_context(|| format!("connect to {url}"))?);
-    }
-    Ok(out)
-}
-
 /// Runs lease workload `w` with `total` operations against the server at `url` (process `pid`).
 pub async fn run(url: &str, pid: u32, w: &Workload, total: u64, time_limit: Duration) -> anyhow::Result<WatchOutcome> {
     let Op::Lease(load) = w.op else { bail!("{} is not a lease workload", w.name) };
     let cpu0 = procfs::cpu_ticks(pid).context("server CPU time")?;
-    let conns = channels(url, w.conns).await?;
+    let conns = crate::watch::channels(url, w.conns, None).await?;
     let mut seconds = Vec::new();
     let outcome = match load {
         LeaseLoad::KeepAlive => keep_alive(&conns, w.clients, total, time_limit).await?,

@@ -51,7 +51,7 @@ pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<KvClient<Channel
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let channel = endpoint.connect().await.with_context(|| format!("connect to {url}"))?;
-        clients.push(KvClient::new(channel).max_decoding_message_size(64 << 20));
+        clients.push(kv_client(channel));
     }
     Ok(clients)
 }

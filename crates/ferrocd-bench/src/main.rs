@@ -124,10 +124,7 @@ fn repetition(
     profile: Option<&str>,
     results: &mut Results,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let kind = match server {
-        Server::Etcd => Kind::Etcd,
-        Server::Ferrocd => Kind::Ferrocd,
-    };
+    let kind = kind_of(server);
     let (clustered, rest): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase == Phase::Cluster);
     let (watched, single): (Vec<Workload>, Vec<Workload>) =
         rest.iter().partition(|w| matches!(w.phase, Phase::Watch | Phase::Lease));
@@ -226,10 +223,7 @@ fn cluster_repetition(
     ticks: f64,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let kind = match server {
-        Server::Etcd => Kind::Etcd,
-        Server::Ferrocd => Kind::Ferrocd,
-    };
+    let kind = kind_of(server);
     let cluster = Cluster::start(kind, 3, &[]);
     let pids: Vec<u32> = cluster.members.iter().filter_map(Member::pid).collect();
     let cpu_ticks =
@@ -259,10 +253,7 @@ fn watch_repetition(
     profile: Option<&str>,
     results: &mut Results,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let kind = match server {
-        Server::Etcd => Kind::Etcd,
-        Server::Ferrocd => Kind::Ferrocd,
-    };
+    let kind = kind_of(server);
     let mut member = Member::start(kind, &[]);
     let url = member.url();
     let pid = member.pid().context("server pid")?;
@@ -401,4 +392,12 @@ fn header(args: &Args) -> String {
         version("/usr/bin/etcd"),
         version(&ferrocd_test_utils::ferrocd_bin().to_string_lossy()),
     )
+}
+
+/// The process kind of `server`.
+fn kind_of(server: Server) -> Kind {
+    match server {
+        Server::Etcd => Kind::Etcd,
+        Server::Ferrocd => Kind::Ferrocd,
+    }
 }

@@ -118,7 +118,7 @@ fn watch_create(key: &[u8]) -> WatchRequest {
 }
 
 /// Opens `n` connections to `url`, with an HTTP/2 stream window of `window` bytes if given.
-async fn channels(url: &str, n: usize, window: Option<u32>) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn channels(url: &str, n: usize, window: Option<u32>) -> anyhow::Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .initial_stream_window_size(window);

@@ -284,7 +284,7 @@ async fn lease_ticks<E: ferrocd_engine::Engine>(
             _ = ticks.tick() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        let _ = shared.primary_lessor();
+        shared.primary_lessor();
         let busy = revoking.as_ref().is_some_and(|task| !task.is_finished());
         let (expired, checkpoints) = {
             let mut lessor = shared.machine.lessor().lock();

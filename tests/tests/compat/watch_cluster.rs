@@ -109,6 +109,22 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// A watcher of every key from revision 2, with previous values.
+    fn everything(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            member: 0,
+            key: vec![0],
+            range_end: vec![0],
+            start: 2,
+            prev_kv: true,
+            progress_notify: false,
+            progress_requests: false,
+        }
+    }
+}
+
+impl Watcher {
     fn covers(&self, key: &[u8]) -> bool {
         if self.range_end.is_empty() {
             key == self.key
@@ -412,16 +428,7 @@ fn spawn_watcher(w: Watcher, endpoint: String, record: Arc<Mutex<Record>>, stop:
 /// key, with previous values.
 fn history(endpoint: &str, last: i64) -> Vec<Event> {
     runtime().block_on(async {
-        let all = Watcher {
-            name: "history".into(),
-            member: 0,
-            key: vec![0],
-            range_end: vec![0],
-            start: 2,
-            prev_kv: true,
-            progress_notify: false,
-            progress_requests: false,
-        };
+        let all = Watcher::everything("history");
         let (_requests, mut responses) = open(endpoint, create_request(&all, 2)).await.expect("a history watch");
         let mut events: Vec<Event> = Vec::new();
         while events.last().map_or(0, event_revision) < last {
@@ -770,16 +777,7 @@ fn the_watch_checker_catches_broken_guarantees() {
     assert!(replay(&history[..4], 5).unwrap_err().contains("ends at revision 4"));
     assert!(replay(&history[1..], 5).unwrap_err().contains("contiguous"));
 
-    let w = Watcher {
-        name: "t".into(),
-        member: 0,
-        key: vec![0],
-        range_end: vec![0],
-        start: 2,
-        prev_kv: true,
-        progress_notify: false,
-        progress_requests: false,
-    };
+    let w = Watcher::everything("t");
     let resp = |rev: i64, events: Vec<Event>| WatchResponse {
         header: Some(ferrocd_proto::etcdserverpb::ResponseHeader { revision: rev, ..Default::default() }),
         events,

@@ -156,7 +156,7 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let shared = &*self.shared;
         let local = |req: LeaseTimeToLiveRequest| async move {
-            shared.primary_lessor()?;
+            shared.primary_lessor();
             let ttl = shared.machine.lessor().lock().time_to_live(req.id, req.keys);
             let header = shared.header(shared.kv.current_revision());
             Ok(match ttl {

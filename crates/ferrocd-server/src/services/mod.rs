@@ -280,9 +280,8 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// Brings this member's lease table in step with its role: primary (with expiry times)
     /// while it leads. The lease ticker does this too; calls that need the primary table do
     /// it at once rather than wait for a tick.
-    pub fn primary_lessor(&self) -> Result<(), ServerError> {
+    pub fn primary_lessor(&self) {
         self.machine.sync_lease_role(self.node.leader() == Some(self.member_id));
-        Ok(())
     }
 
     /// Renews a lease here, at the leader: its TTL, or 0 for a lease that is unknown or
@@ -291,7 +290,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// [`ferrocd_lease::Error::NotPrimary`] when this member no longer leads.
     pub async fn renew(&self, id: i64) -> Result<i64, ServerError> {
-        self.primary_lessor()?;
+        self.primary_lessor();
         let renewal = self.machine.lessor().lock().renew(id);
         match renewal {
             Ok(renewal) => {

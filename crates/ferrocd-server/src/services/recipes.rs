@@ -129,7 +129,21 @@ struct Recipes {
     loopback: Loopback,
 }
 
+/// A watch stream: its request sender (kept so the stream stays open) and its responses.
+type Watching = (mpsc::UnboundedSender<WatchRequest>, tonic::Streaming<ferrocd_proto::etcdserverpb::WatchResponse>);
+
 impl Recipes {
+    /// Opens a watch stream on this member with one watcher.
+    async fn watch(&self, create: WatchCreateRequest) -> Result<Watching, Status> {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let _ = requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) });
+        let responses = WatchClient::new(self.loopback.channel()?)
+            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok((requests, responses))
+    }
+
     /// The lease to hold the key with: the caller's, or a new one (etcd's session default).
     async fn session(&self, lease: i64) -> Result<i64, Status> {
         if lease != 0 {
@@ -196,12 +210,7 @@ impl Recipes {
             filters: vec![FilterType::Noput as i32],
             ..Default::default()
         };
-        let (requests, rx) = mpsc::unbounded_channel();
-        let _ = requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) });
-        let mut watch = WatchClient::new(self.loopback.channel()?)
-            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let (_requests, mut watch) = self.watch(create).await?;
         while let Some(resp) = watch.message().await? {
             if resp.canceled {
                 return Err(Status::unavailable(format!("etcdserver: watch canceled: {}", resp.cancel_reason)));
@@ -336,12 +345,7 @@ impl Recipes {
                 start_revision: leader.mod_revision + 1,
                 ..Default::default()
             };
-            let (requests, rx) = mpsc::unbounded_channel();
-            let _ = requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) });
-            let mut watch = WatchClient::new(self.loopback.channel()?)
-                .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-                .await?
-                .into_inner();
+            let (_requests, mut watch) = self.watch(create).await?;
             'leader: while let Some(resp) = watch.message().await? {
                 for event in resp.events {
                     if event.r#type == EventType::Delete as i32 {
@@ -364,12 +368,7 @@ impl Recipes {
             filters: vec![FilterType::Nodelete as i32],
             ..Default::default()
         };
-        let (requests, rx) = mpsc::unbounded_channel();
-        let _ = requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) });
-        let mut watch = WatchClient::new(self.loopback.channel()?)
-            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let (_requests, mut watch) = self.watch(create).await?;
         while let Some(resp) = watch.message().await? {
             if let Some(kv) = resp.events.into_iter().find_map(|e| e.kv) {
                 return Ok(Some((kv, resp.header)));
