@@ -8,6 +8,7 @@
 //! directly or hands a write to the [`write_path::WritePath`], which applies it and answers
 //! once it is durable and visible.
 
+mod authority;
 pub mod config;
 pub mod error;
 pub mod history;
@@ -81,10 +82,10 @@ async fn serve(
         let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         bound.push(listener.local_addr()?);
         let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(stream) = &conn {
+            conn.map(|stream| {
                 let _ = stream.set_nodelay(true);
-            }
-            conn
+                authority::AuthorityFix::new(stream)
+            })
         });
         let mut stopped = stopped.clone();
         listeners.spawn(router.clone().serve_with_incoming_shutdown(incoming, async move {

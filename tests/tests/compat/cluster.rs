@@ -75,20 +75,16 @@ fn three_members_serve_any_request_and_survive_leader_moves_and_crashes() {
         assert_eq!(etcdctl_ok(&member.endpoint(), &["get", "k", "--prefix", "--keys-only"]), "k0\n\nk1\n\nk2\n\n");
     }
 
-    // Every member's status, at the client URLs the member list gives (what `endpoint status
-    // --cluster` does; Debian's etcdctl 3.4 then sends `http://host:port` as the HTTP/2
-    // authority, which HTTP/2 servers other than Go's refuse, so the URLs are passed as
-    // host:port here); they agree on the leader and term.
-    let list = json(&cluster.members[0].endpoint(), &["member", "list"]);
-    let listed: Vec<String> = list["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["clientURLs"][0].as_str().unwrap().trim_start_matches("http://").to_string())
-        .collect();
-    let status = json(&listed.join(","), &["endpoint", "status"]);
+    // Every member's status, at the client URLs the member list gives (`endpoint status
+    // --cluster`; Debian's etcdctl 3.4 then sends `http://host:port` as the HTTP/2 authority);
+    // they agree on the leader and term.
+    let status = json(&cluster.members[0].url(), &["endpoint", "status", "--cluster"]);
     let status = status.as_array().unwrap();
-    assert_eq!(status.len(), 3);
+    let mut shown: Vec<&str> = status.iter().map(|s| s["Endpoint"].as_str().unwrap()).collect();
+    shown.sort_unstable();
+    let mut urls: Vec<String> = cluster.members.iter().map(Member::url).collect();
+    urls.sort_unstable();
+    assert_eq!(shown, urls);
     let leader = status[0]["Status"]["leader"].as_u64().unwrap();
     assert!(ids.contains_key(&leader));
     for s in status {
