@@ -128,12 +128,12 @@ fn repetition(
     let (clustered, rest): (Vec<Workload>, Vec<Workload>) = chosen.iter().partition(|w| w.phase == Phase::Cluster);
     let (watched, single): (Vec<Workload>, Vec<Workload>) =
         rest.iter().partition(|w| matches!(w.phase, Phase::Watch | Phase::Lease));
-    if !clustered.is_empty() {
-        cluster_repetition(rt, args, &clustered, server, ticks, results)?;
-    }
     let mut written = None;
+    if !clustered.is_empty() {
+        written = cluster_repetition(rt, args, &clustered, server, ticks, profile, results)?;
+    }
     if !watched.is_empty() {
-        written = watch_repetition(rt, args, &watched, server, ticks, profile, results)?;
+        written = written.or(watch_repetition(rt, args, &watched, server, ticks, profile, results)?);
     }
     if single.is_empty() && !restart {
         return Ok(written);
@@ -214,15 +214,17 @@ fn record(results: &mut Results, server: Server, w: &Workload, outcome: &load::O
 }
 
 /// The cluster workloads on a fresh 3-member cluster of `server`, sent to its leader; the
-/// CPU figure is the sum over the three members.
+/// CPU figure is the sum over the three members. A profile covers the leader (answered) and a
+/// follower (written beside it, `-follower`).
 fn cluster_repetition(
     rt: &tokio::runtime::Runtime,
     args: &Args,
     chosen: &[Workload],
     server: Server,
     ticks: f64,
+    profile: Option<&str>,
     results: &mut Results,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<PathBuf>> {
     let kind = kind_of(server);
     let cluster = Cluster::start(kind, 3, &[]);
     let pids: Vec<u32> = cluster.members.iter().filter_map(Member::pid).collect();
@@ -231,14 +233,28 @@ fn cluster_repetition(
     let urls: Vec<String> = cluster.members.iter().map(Member::url).collect();
     let leader = rt.block_on(load::leader(&urls))?;
     rt.block_on(load::preload(&leader, workloads::read_keys()))?;
+    let leader_at = urls.iter().position(|u| *u == leader).context("the leader is a member")?;
+    let mut written = None;
     for w in chosen {
         let total = ((w.total as f64 * args.scale).round() as u64).max(w.clients as u64);
+        let recordings = match profile {
+            Some(name) if name == w.name => Some((
+                profile::start(pids[leader_at], &args.out, name)?,
+                profile::start(pids[(leader_at + 1) % pids.len()], &args.out, &format!("{name}-follower"))?,
+            )),
+            _ => None,
+        };
         let cpu0 = cpu_ticks()?;
         let outcome = rt.block_on(load::run(&leader, w, total, Duration::from_secs(args.time_limit)))?;
         let cpu = (cpu_ticks()? - cpu0) as f64 / ticks;
+        if let Some((at_leader, at_follower)) = recordings {
+            written = Some(at_leader.finish()?);
+            let follower = at_follower.finish()?;
+            eprintln!("profile of a follower: {}", follower.display());
+        }
         record(results, server, w, &outcome, cpu);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The watch and lease workloads on a fresh member of `server` (so their watchers, leases and

@@ -1,6 +1,9 @@
 //! The gRPC transport between members (`ferrocd.raft.v1.RaftPeer`, served on the peer URLs).
 //!
-//! Raft messages travel as encoded payloads; a snapshot streams as a header, then each file of
+//! Raft messages travel as encoded payloads. Replication to a follower is one long-lived stream
+//! (`AppendStream`) per replication session: the leader sends each batch as soon as openraft
+//! produces it, without waiting for the answer to the previous one, so a write never queues
+//! behind the round trip of the commit notice sent just before it. A snapshot streams as a header, then each file of
 //! its directory as a start marker and chunks of at most 1 MiB, written to a scratch directory on
 //! the receiver and installed from there — never held in memory whole. The receiver gives up on
 //! a stream that stays idle for 30 s; the sender stops when openraft cancels the replication,
@@ -14,7 +17,9 @@ mod pb {
 use std::collections::HashMap;
 use std::path::{Component, Path};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, BoxStream, StreamExt as _};
 
 use parking_lot::Mutex;
 use pb::raft_peer_client::RaftPeerClient;
@@ -28,9 +33,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Node;
-use crate::network::{Inbound, Snapshot};
+use crate::network::{AppendAnswers, AppendRequests, Inbound, Snapshot};
 use crate::snapshot::{SnapshotDir, SnapshotStore};
-use crate::types::{SnapshotMeta, Vote, decode, encode};
+use crate::types::{SnapshotMeta, TypeConfig, Vote, decode, encode};
+use openraft::raft::StreamAppendResult;
 
 const CHUNK: usize = 1 << 20;
 const IDLE: Duration = Duration::from_secs(30);
@@ -72,9 +78,43 @@ fn reply<T: Serialize>(result: &Result<T, String>) -> Result<Response<Payload>, 
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    type AppendStreamStream = BoxStream<'static, Result<Payload, Status>>;
+
     async fn append(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(invalid)?;
         reply(&self.inbound.append(rpc).await)
+    }
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<Payload>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        // Requests are decoded until the first that cannot be (or the stream fails); the
+        // answers to those before it are sent, then the failure.
+        let failure = Arc::new(Mutex::new(None::<Status>));
+        let failed = Arc::clone(&failure);
+        let requests: AppendRequests = stream::unfold(request.into_inner(), move |mut incoming| {
+            let failed = Arc::clone(&failed);
+            async move {
+                let next =
+                    incoming.message().await.and_then(|m| m.map(|p| decode(&p.data).map_err(invalid)).transpose());
+                match next {
+                    Ok(Some(rpc)) => Some((rpc, incoming)),
+                    Ok(None) => None,
+                    Err(status) => {
+                        *failed.lock() = Some(status);
+                        None
+                    }
+                }
+            }
+        })
+        .boxed();
+        let answers = self
+            .inbound
+            .stream_append(requests)
+            .map(|answer| Ok(Payload { data: encode(&answer).map_err(internal)? }))
+            .chain(stream::once(async move { failure.lock().take() }).filter_map(|f| async move { f.map(Err) }));
+        Ok(Response::new(answers.boxed()))
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -230,6 +270,94 @@ where
     result
 }
 
+/// How a pipelined append stream is doing: requests sent, answers received, and since when
+/// the oldest unanswered request has waited without any answer.
+struct Progress {
+    sent: u64,
+    answered: u64,
+    since: Instant,
+}
+
+/// Opens a pipelined append stream to a peer: `requests` are sent as they come; the answers
+/// come back in order. The stream fails when a request stays unanswered, with no answer in
+/// between, for `ttl` (an idle stream may stay open indefinitely).
+pub(crate) fn append_stream(
+    mut client: RaftPeerClient<Channel>,
+    requests: AppendRequests,
+    ttl: Duration,
+) -> futures::future::BoxFuture<'static, Result<AppendAnswers, String>> {
+    let progress = Arc::new(Mutex::new(Progress { sent: 0, answered: 0, since: Instant::now() }));
+    let outgoing = Outgoing { requests, progress: Arc::clone(&progress) };
+    Box::pin(async move {
+        let answers = match tokio::time::timeout(ttl, client.append_stream(outgoing)).await {
+            Ok(answers) => answers.map_err(|s| format!("{}: {}", s.code(), s.message()))?.into_inner(),
+            Err(_) => return Err(format!("no answer within {ttl:?}")),
+        };
+        Ok(stream::unfold(Some((answers, progress)), move |state| next_answer(state, ttl)).boxed())
+    })
+}
+
+/// The requests of an append stream as payloads, counted as they go. (A named type rather than
+/// a boxed stream: the compiler cannot prove a future holding a boxed `dyn Stream` sendable.)
+struct Outgoing {
+    requests: AppendRequests,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl futures::Stream for Outgoing {
+    type Item = Payload;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Payload>> {
+        let Some(rpc) = std::task::ready!(self.requests.poll_next_unpin(cx)) else {
+            return std::task::Poll::Ready(None);
+        };
+        let mut p = self.progress.lock();
+        if p.sent == p.answered {
+            p.since = Instant::now();
+        }
+        p.sent += 1;
+        // An unencodable request goes as an empty payload, which the peer refuses.
+        std::task::Poll::Ready(Some(Payload { data: encode(&rpc).unwrap_or_default() }))
+    }
+}
+
+type AnswerState = Option<(Streaming<Payload>, Arc<Mutex<Progress>>)>;
+
+/// The next answer of a pipelined append stream (see [`append_stream`]).
+async fn next_answer(
+    state: AnswerState,
+    ttl: Duration,
+) -> Option<(Result<StreamAppendResult<TypeConfig>, String>, AnswerState)> {
+    let (mut answers, progress) = state?;
+    loop {
+        let waited = {
+            let p = progress.lock();
+            (p.sent > p.answered).then(|| p.since.elapsed())
+        };
+        let limit = match waited {
+            Some(waited) if waited >= ttl => return Some((Err(format!("no answer within {ttl:?}")), None)),
+            Some(waited) => ttl - waited,
+            None => ttl,
+        };
+        let Ok(next) = tokio::time::timeout(limit, answers.message()).await else { continue };
+        let answer = match next {
+            Ok(Some(payload)) => {
+                let mut p = progress.lock();
+                p.answered += 1;
+                p.since = Instant::now();
+                decode::<Result<_, String>>(&payload.data).map_err(|e| e.to_string()).and_then(|a| a)
+            }
+            Ok(None) => return None,
+            Err(status) => Err(format!("{}: {}", status.code(), status.message())),
+        };
+        let more = answer.is_ok();
+        return Some((answer, more.then_some((answers, progress))));
+    }
+}
+
 /// Streams `snapshot` to a peer.
 pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
     mut client: RaftPeerClient<Channel>,
@@ -275,4 +403,149 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
     produced?;
     let result: Result<Resp, String> = decode(&response.into_inner().data).map_err(|e| e.to_string())?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest};
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+
+    use super::*;
+    use crate::network::{ReadIndex, Submitted};
+
+    /// A peer that answers an append stream only once it holds `batch` requests (then each of
+    /// them, in order), or never (`batch` 0).
+    struct Batching {
+        batch: usize,
+    }
+
+    fn unused<T>() -> futures::future::BoxFuture<'static, Result<T, String>> {
+        Box::pin(async { Err("not used by these tests".to_string()) })
+    }
+
+    impl Inbound for Batching {
+        fn append(
+            &self,
+            _: AppendEntriesRequest<TypeConfig>,
+        ) -> futures::future::BoxFuture<'static, Result<AppendEntriesResponse<TypeConfig>, String>> {
+            unused()
+        }
+
+        fn stream_append(&self, requests: AppendRequests) -> AppendAnswers {
+            let batch = self.batch;
+            stream::unfold((requests, Vec::new()), move |(mut requests, mut held)| async move {
+                while batch == 0 || held.len() < batch {
+                    held.push(requests.next().await?);
+                }
+                let answers: Vec<Result<StreamAppendResult<TypeConfig>, String>> =
+                    held.drain(..).map(|r: AppendEntriesRequest<TypeConfig>| Ok(Ok(r.prev_log_id))).collect();
+                Some((stream::iter(answers), (requests, held)))
+            })
+            .flatten()
+            .boxed()
+        }
+
+        fn vote(
+            &self,
+            _: VoteRequest<TypeConfig>,
+        ) -> futures::future::BoxFuture<'static, Result<openraft::raft::VoteResponse<TypeConfig>, String>> {
+            unused()
+        }
+
+        fn pre_vote(
+            &self,
+            _: VoteRequest<TypeConfig>,
+        ) -> futures::future::BoxFuture<'static, Result<openraft::raft::VoteResponse<TypeConfig>, String>> {
+            unused()
+        }
+
+        fn snapshot(
+            &self,
+            _: Vote,
+            _: Snapshot,
+        ) -> futures::future::BoxFuture<'static, Result<openraft::raft::SnapshotResponse<TypeConfig>, String>> {
+            unused()
+        }
+
+        fn read_index(&self) -> futures::future::BoxFuture<'static, Result<ReadIndex, String>> {
+            unused()
+        }
+
+        fn transfer_leader(
+            &self,
+            _: TransferLeaderRequest<TypeConfig>,
+        ) -> futures::future::BoxFuture<'static, Result<openraft::raft::TransferLeaderResponse<TypeConfig>, String>>
+        {
+            unused()
+        }
+
+        fn submit(&self, _: Vec<u8>) -> futures::future::BoxFuture<'static, Result<Submitted, String>> {
+            unused()
+        }
+    }
+
+    async fn peer(batch: usize, dir: &Path) -> RaftPeerClient<Channel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = server(Arc::new(Batching { batch }), Arc::new(SnapshotStore::open(dir).unwrap()));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        Channels::default().client(&crate::Node { urls: vec![url] }).unwrap()
+    }
+
+    /// A request with `index` as its previous log id, which the peer echoes.
+    fn request(index: u64) -> AppendEntriesRequest<TypeConfig> {
+        let vote = Vote::new(1, 1);
+        let prev = Some(openraft::LogId::new(openraft::vote::leader_id_std::CommittedLeaderId::new(1), index));
+        AppendEntriesRequest { vote, prev_log_id: prev, leader_commit: None, entries: vec![] }
+    }
+
+    fn echoed(answer: Option<Result<StreamAppendResult<TypeConfig>, String>>) -> u64 {
+        answer.expect("an answer").expect("no failure").expect("accepted").expect("a log id").index
+    }
+
+    #[tokio::test]
+    async fn requests_are_pipelined_and_answered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // The peer answers only once it holds 8 requests: a transport that waited for each
+        // answer before sending the next would time out.
+        let client = peer(8, dir.path()).await;
+        let (tx, rx) = mpsc::channel(64);
+        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), Duration::from_secs(5)).await.unwrap();
+        for i in 0..16 {
+            tx.send(request(i)).await.unwrap();
+        }
+        for i in 0..16 {
+            assert_eq!(echoed(answers.next().await), i);
+        }
+        drop(tx);
+        assert!(answers.next().await.is_none(), "the answers end with the requests");
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_stays_open_and_an_unanswered_request_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(200);
+        let client = peer(1, dir.path()).await;
+        let (tx, rx) = mpsc::channel(4);
+        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), ttl).await.unwrap();
+        // Nothing outstanding: waiting longer than the ttl is no failure.
+        assert!(tokio::time::timeout(ttl * 3, answers.next()).await.is_err());
+        tx.send(request(7)).await.unwrap();
+        assert_eq!(echoed(answers.next().await), 7);
+
+        let client = peer(0, dir.path()).await;
+        let (tx, rx) = mpsc::channel(4);
+        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), ttl).await.unwrap();
+        tx.send(request(1)).await.unwrap();
+        let began = Instant::now();
+        let failure = answers.next().await.expect("a failure").unwrap_err();
+        assert!(failure.contains("no answer within"), "{failure}");
+        assert!(began.elapsed() >= ttl / 2 && began.elapsed() < ttl * 5, "{:?}", began.elapsed());
+        assert!(answers.next().await.is_none(), "the stream ends after a failure");
+    }
 }

@@ -7,8 +7,8 @@ use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
@@ -21,6 +21,10 @@ use crate::{Apply, Node, NodeId};
 
 pub(crate) type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 type BoxFuture<T> = futures::future::BoxFuture<'static, Result<T, String>>;
+/// Requests of a pipelined append stream.
+pub(crate) type AppendRequests = futures::stream::BoxStream<'static, AppendEntriesRequest<TypeConfig>>;
+/// Answers of a pipelined append stream, in the order of the requests.
+pub(crate) type AppendAnswers = futures::stream::BoxStream<'static, Result<StreamAppendResult<TypeConfig>, String>>;
 
 /// How this member reaches the others.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ impl Network {
 /// A member's receiving side, with the application's type erased.
 pub(crate) trait Inbound: Send + Sync + 'static {
     fn append(&self, req: AppendEntriesRequest<TypeConfig>) -> BoxFuture<AppendEntriesResponse<TypeConfig>>;
+    /// Appends a stream of requests, pipelined: answers in order, ending after a refusal.
+    fn stream_append(&self, requests: AppendRequests) -> AppendAnswers;
     fn vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>>;
     fn pre_vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>>;
     fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> BoxFuture<SnapshotResponse<TypeConfig>>;
@@ -87,6 +93,11 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     fn append(&self, req: AppendEntriesRequest<TypeConfig>) -> BoxFuture<AppendEntriesResponse<TypeConfig>> {
         let raft = self.clone();
         Box::pin(async move { raft.append_entries(req).await.map_err(|e| e.to_string()) })
+    }
+
+    fn stream_append(&self, requests: AppendRequests) -> AppendAnswers {
+        use futures::StreamExt as _;
+        openraft::Raft::stream_append(self, requests).map(|answer| answer.map_err(|e| e.to_string())).boxed()
     }
 
     fn vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>> {
@@ -181,6 +192,19 @@ impl<I: Inbound> Inbound for Tracked<I> {
             }
             resp
         })
+    }
+
+    fn stream_append(&self, requests: AppendRequests) -> AppendAnswers {
+        use futures::StreamExt as _;
+        let contact = Arc::clone(&self.contact);
+        self.inner
+            .stream_append(requests)
+            .inspect(move |answer| {
+                if matches!(answer, Ok(Ok(_) | Err(StreamAppendError::Conflict(_)))) {
+                    contact.touch();
+                }
+            })
+            .boxed()
     }
 
     fn vote(&self, req: VoteRequest<TypeConfig>) -> BoxFuture<VoteResponse<TypeConfig>> {
@@ -330,6 +354,20 @@ pub(crate) async fn submit(
     }
 }
 
+type BoxStreamFuture<'s> = openraft::base::BoxFuture<
+    's,
+    Result<
+        openraft::base::BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+        RPCError<TypeConfig>,
+    >,
+>;
+
+fn answer_to_rpc(
+    answer: Result<StreamAppendResult<TypeConfig>, String>,
+) -> Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>> {
+    answer.map_err(unreachable)
+}
+
 fn unreachable(e: String) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::from_string(e))
 }
@@ -351,6 +389,27 @@ impl RaftNetworkV2<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         Client::append(self, rpc, option.hard_ttl()).await.map_err(unreachable)
+    }
+
+    /// Over gRPC, one stream per replication session with requests sent without waiting for
+    /// the answers (a write is not held up behind the previous request's round trip); in
+    /// memory, one request at a time, so that partitions and delays apply to each.
+    fn stream_append<'s, S>(&'s mut self, input: S, option: RPCOption) -> BoxStreamFuture<'s>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        use futures::StreamExt as _;
+        let channels = match &self.kind {
+            Kind::Mem { .. } => return openraft::network::stream_append_sequential(self, input, option),
+            Kind::Grpc(channels) => channels,
+        };
+        let opened =
+            channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), option.hard_ttl()));
+        Box::pin(async move {
+            let answers: AppendAnswers = opened.map_err(unreachable)?.await.map_err(unreachable)?;
+            let answers: openraft::base::BoxStream<'s, _> = Box::pin(answers.map(answer_to_rpc));
+            Ok(answers)
+        })
     }
 
     async fn vote(

@@ -149,6 +149,32 @@ pub mod raft_peer_client {
                 .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "Append"));
             self.inner.unary(req, path, codec).await
         }
+        /// Pipelined AppendEntries: the leader sends requests without waiting for the answers, which
+        /// come back in order; the stream ends after the first refusal.
+        pub async fn append_stream(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::Payload>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::Payload>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocd.raft.v1.RaftPeer/AppendStream",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "AppendStream"));
+            self.inner.streaming(req, path, codec).await
+        }
         pub async fn vote(
             &mut self,
             request: impl tonic::IntoRequest<super::Payload>,
@@ -302,6 +328,21 @@ pub mod raft_peer_server {
             &self,
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
+        /// Server streaming response type for the AppendStream method.
+        type AppendStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::Payload, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Pipelined AppendEntries: the leader sends requests without waiting for the answers, which
+        /// come back in order; the stream ends after the first refusal.
+        async fn append_stream(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::Payload>>,
+        ) -> std::result::Result<
+            tonic::Response<Self::AppendStreamStream>,
+            tonic::Status,
+        >;
         async fn vote(
             &self,
             request: tonic::Request<super::Payload>,
@@ -449,6 +490,50 @@ pub mod raft_peer_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocd.raft.v1.RaftPeer/AppendStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct AppendStreamSvc<T: RaftPeer>(pub Arc<T>);
+                    impl<T: RaftPeer> tonic::server::StreamingService<super::Payload>
+                    for AppendStreamSvc<T> {
+                        type Response = super::Payload;
+                        type ResponseStream = T::AppendStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::Payload>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftPeer>::append_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AppendStreamSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
