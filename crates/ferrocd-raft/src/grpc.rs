@@ -142,6 +142,11 @@ impl RaftPeer for PeerService {
         reply(&self.inbound.read_index().await)
     }
 
+    async fn is_member(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let id = decode(&request.into_inner().data).map_err(invalid)?;
+        reply(&self.inbound.is_member(id).await)
+    }
+
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Payload>, Status> {
         let mut stream = request.into_inner();
         let Some(SnapshotChunk { kind: Some(ChunkKind::Header(header)) }) = next_chunk(&mut stream).await? else {
@@ -412,7 +417,7 @@ mod tests {
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
     use super::*;
-    use crate::network::{ReadIndex, Submitted};
+    use crate::network::{MemberCheck, ReadIndex, Submitted};
 
     /// A peer that answers an append stream only once it holds `batch` requests (then each of
     /// them, in order), or never (`batch` 0).
@@ -481,6 +486,10 @@ mod tests {
         }
 
         fn submit(&self, _: Vec<u8>) -> futures::future::BoxFuture<'static, Result<Submitted, String>> {
+            unused()
+        }
+
+        fn is_member(&self, _: crate::NodeId) -> futures::future::BoxFuture<'static, Result<MemberCheck, String>> {
             unused()
         }
     }

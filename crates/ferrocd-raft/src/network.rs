@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver as _;
 use openraft::error::{ClientWriteError, LinearizableReadError, RPCError, RaftError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -67,6 +68,19 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn transfer_leader(&self, req: TransferLeaderRequest<TypeConfig>) -> BoxFuture<TransferLeaderResponse<TypeConfig>>;
     /// As the leader: proposes `command` and answers once it is applied here.
     fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted>;
+    /// As the leader: whether member `id` is still in the cluster.
+    fn is_member(&self, id: NodeId) -> BoxFuture<MemberCheck>;
+}
+
+/// The answer to an IsMember request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum MemberCheck {
+    /// In the leader's membership (or a change to it is not committed yet).
+    Member,
+    /// A committed membership of the leader's leaves it out.
+    Removed,
+    /// The member asked does not lead with a quorum.
+    NotLeader,
 }
 
 /// The answer to a Submit request.
@@ -130,6 +144,27 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
                 }
                 Err(e) => Ok(Submitted::Unknown(e.to_string())),
             }
+        })
+    }
+
+    fn is_member(&self, id: NodeId) -> BoxFuture<MemberCheck> {
+        let raft = self.clone();
+        Box::pin(async move {
+            // Leadership confirmed by a quorum first: a deposed leader's view is no answer.
+            match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                Ok(_) => {}
+                Err(RaftError::APIError(_)) => return Ok(MemberCheck::NotLeader),
+                Err(RaftError::Fatal(f)) => return Err(f.to_string()),
+            }
+            let metrics = raft.metrics().borrow_watched().clone();
+            let membership = &metrics.membership_config;
+            let committed = metrics.local_committed.as_ref().map_or(0, |c| c.index);
+            let changed_at = membership.log_id().as_ref().map_or(0, |l| l.index);
+            Ok(if membership.membership().get_node(&id).is_none() && changed_at <= committed {
+                MemberCheck::Removed
+            } else {
+                MemberCheck::Member
+            })
         })
     }
 
@@ -237,6 +272,10 @@ impl<I: Inbound> Inbound for Tracked<I> {
 
     fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted> {
         self.inner.submit(command)
+    }
+
+    fn is_member(&self, id: NodeId) -> BoxFuture<MemberCheck> {
+        self.inner.is_member(id)
     }
 }
 
@@ -450,6 +489,30 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 result.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
             }
             closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+/// Asks member `to` (the leader, as far as the caller knows) whether member `id` is still in
+/// the cluster.
+pub(crate) async fn is_member(
+    kind: &Kind,
+    to: NodeId,
+    node: &Node,
+    id: NodeId,
+    timeout: std::time::Duration,
+) -> Result<MemberCheck, String> {
+    match kind {
+        Kind::Mem { router, from } => {
+            let inbound = router.deliver(*from, to).await?;
+            match tokio::time::timeout(timeout, inbound.is_member(id)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
+        }
+        Kind::Grpc(channels) => {
+            let mut client = channels.client(node)?;
+            grpc::unary(&id, timeout, |p| async move { client.is_member(p).await }).await
         }
     }
 }

@@ -122,6 +122,75 @@ pub struct RaftNode<A: Apply> {
     /// Without contact for this long, a follower names no leader.
     election_timeout: Duration,
     heartbeat_interval: Duration,
+    /// Turns true once this member knows it was removed from the cluster.
+    removed: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Watches for this member's removal from the cluster (see [`RaftNode::removed`]).
+struct Removal<A: Apply> {
+    id: NodeId,
+    raft: openraft::Raft<TypeConfig, StateMachine<A>>,
+    network: Kind,
+    contact: Arc<crate::network::Contact>,
+    election_timeout: Duration,
+}
+
+impl<A: Apply> Removal<A> {
+    /// Sets `removed` once this member is known removed; ends when Raft stops.
+    async fn watch(self, removed: tokio::sync::watch::Sender<bool>) {
+        let mut metrics = self.raft.metrics();
+        let mut was_member = false;
+        loop {
+            let (inside, applied_change, cut_off, known) = {
+                let m = metrics.borrow_watched();
+                let membership = &m.membership_config;
+                let changed_at = membership.log_id().as_ref().map_or(0, |l| l.index);
+                let applied = m.last_applied.as_ref().map_or(0, |a| a.index);
+                let cut_off = m.state != ServerState::Leader && !self.contact.within(self.election_timeout);
+                // Whom to ask, only when it may come to asking (metrics change at every apply).
+                let known: Vec<(NodeId, Node)> = if cut_off {
+                    membership
+                        .membership()
+                        .nodes()
+                        .filter(|(id, _)| **id != self.id)
+                        .map(|(id, n)| (*id, n.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (membership.membership().get_node(&self.id).is_some(), changed_at <= applied, cut_off, known)
+            };
+            was_member |= inside;
+            let gone = if !was_member {
+                false
+            } else if !inside && applied_change {
+                true
+            } else if cut_off {
+                self.ask(&known).await
+            } else {
+                false
+            };
+            if gone {
+                let _ = removed.send(true);
+                return;
+            }
+            match tokio::time::timeout(self.election_timeout, metrics.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(_)) => return,
+            }
+        }
+    }
+
+    /// Whether the leader among `known` says this member was removed.
+    async fn ask(&self, known: &[(NodeId, Node)]) -> bool {
+        for (id, node) in known {
+            let answer = network::is_member(&self.network, *id, node, self.id, self.election_timeout).await;
+            if answer == Ok(network::MemberCheck::Removed) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 impl<A: Apply> std::fmt::Debug for RaftNode<A> {
@@ -200,6 +269,17 @@ impl<A: Apply> RaftNode<A> {
             router.register(id, Arc::new(Tracked { inner: raft.clone(), contact: Arc::clone(&contact) }));
         }
         let request_timeout = config.election_timeout * 5;
+        let (removal, removed) = tokio::sync::watch::channel(false);
+        tokio::spawn(
+            Removal {
+                id,
+                raft: raft.clone(),
+                network: network.kind.clone(),
+                contact: Arc::clone(&contact),
+                election_timeout: config.election_timeout,
+            }
+            .watch(removal),
+        );
         Ok(Self {
             id,
             raft,
@@ -211,6 +291,7 @@ impl<A: Apply> RaftNode<A> {
             contact,
             election_timeout: config.election_timeout,
             heartbeat_interval: config.heartbeat_interval,
+            removed,
         })
     }
 
@@ -469,6 +550,23 @@ impl<A: Apply> RaftNode<A> {
                 Ok(Ok(())) | Err(_) => {}
                 Ok(Err(e)) => return Err(stopped(e)),
             }
+        }
+    }
+
+    /// Whether this member knows it has been removed from the cluster (see [`Self::removed`]).
+    pub fn is_removed(&self) -> bool {
+        *self.removed.borrow()
+    }
+
+    /// Returns once this member knows it has been removed from the cluster: a committed
+    /// membership it has applied leaves it out, or — cut off from any leader for an election
+    /// timeout, as a removed member is once the leader stops replicating to it — the leader of
+    /// the members it knows says so. A member that was never in a membership it knows of (one
+    /// still catching up to join) is not removed. Never returns if Raft stops first.
+    pub async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 

@@ -107,6 +107,8 @@ async fn a_partitioned_minority_refuses_and_then_converges() {
         assert_eq!(member.kv.get("during").as_deref(), Some("v"));
         assert_eq!(member.kv.get("after").as_deref(), Some("v"));
         applied_once(&member.kv);
+        // Cut off for a while, the minority asked about its membership: it was not removed.
+        assert!(!member.node.is_removed());
     }
 }
 
@@ -126,6 +128,8 @@ async fn learner_is_added_promoted_and_a_member_removed() {
     let index = status.committed;
     cluster.members[&4].node.wait_until(WAIT, |s| s.applied >= index).await.unwrap();
     assert_eq!(cluster.members[&4].kv.len(), 10);
+    // Catching up, it applied memberships without itself: it is joining, not removed.
+    assert!(!cluster.members[&4].node.is_removed());
     assert!(matches!(lead.promote(9).await, Err(Error::MemberNotFound(9))));
     lead.promote(4).await.unwrap();
     assert!(lead.status().members.voters.contains_key(&4));
@@ -134,6 +138,12 @@ async fn learner_is_added_promoted_and_a_member_removed() {
     let members = lead.status().members;
     assert!(!members.voters.contains_key(&victim) && !members.learners.contains_key(&victim));
     assert!(matches!(lead.remove(victim).await, Err(Error::MemberNotFound(_))));
+    // The removed member learns it (the leader no longer replicates to it: it asks), the others
+    // do not think themselves removed.
+    tokio::time::timeout(WAIT, cluster.members[&victim].node.removed())
+        .await
+        .expect("the victim learns it was removed");
+    assert!(cluster.members.iter().all(|(&id, m)| (id == victim) == m.node.is_removed()));
     cluster.stop(victim).await;
     cluster.put("after", "v").await.unwrap();
     let index = cluster.committed().await;
@@ -200,4 +210,17 @@ async fn leadership_moves_to_the_member_asked_for() {
         }
         cluster.put("k", "w").await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_leader_knows_it_and_the_rest_carry_on() {
+    let cluster = TestCluster::new(&[1, 2, 3], 1000).await;
+    cluster.put("k", "v").await.unwrap();
+    let leader = cluster.leader().await;
+    cluster.members[&leader].node.remove(leader).await.unwrap();
+    tokio::time::timeout(WAIT, cluster.members[&leader].node.removed()).await.expect("the old leader learns it");
+    let rest: Vec<NodeId> = cluster.members.keys().copied().filter(|&id| id != leader).collect();
+    cluster.leader_among(&rest).await;
+    cluster.put_among(&rest, "after", "v").await.unwrap();
+    assert!(rest.iter().all(|id| !cluster.members[id].node.is_removed()));
 }

@@ -233,15 +233,30 @@ impl Server {
         self.machine.cluster_id()
     }
 
-    /// Waits until a listener fails (it never stops on its own otherwise).
+    /// Waits until a listener fails, or until this member learns it was removed from the
+    /// cluster (then, as etcd does, it should stop: call [`Self::shutdown`]).
     ///
     /// # Errors
     /// The failure of a listener.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        while let Some(done) = self.listeners.join_next().await {
-            done??;
+        let node = Arc::clone(&self.node);
+        let listeners = &mut self.listeners;
+        tokio::select! {
+            () = node.removed() => {
+                tracing::warn!(
+                    member_id = %format!("{:x}", self.member_id),
+                    "the member has been permanently removed from the cluster; \
+                     the data-dir used by this member must be removed"
+                );
+                Ok(())
+            }
+            result = async {
+                while let Some(done) = listeners.join_next().await {
+                    done??;
+                }
+                Ok(())
+            } => result,
         }
-        Ok(())
     }
 
     /// Stops accepting requests, lets the ones in flight finish, and flushes the engine.

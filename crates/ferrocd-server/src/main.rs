@@ -49,7 +49,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::start(&config).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = server.wait() => return result,
+        // A listener failed (an error), or the member was removed from the cluster.
+        result = server.wait() => result?,
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
         _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
     }

@@ -282,6 +282,11 @@ impl Member {
     pub fn exited(&mut self) -> bool {
         self.child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
+
+    /// How the process ended, once it has (none while it runs or when it was not started).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
 }
 
 /// Several members started together as one cluster, with the command lines an etcd cluster is

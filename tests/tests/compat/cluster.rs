@@ -379,3 +379,48 @@ fn lease_checkpoints_keep_the_remaining_ttl_across_a_leader_move() {
     let after = remaining(&all);
     assert!(after < 60, "the lease restarted at {after}s after the leader moved");
 }
+
+/// A member removed from the cluster stops, as etcd's does: a follower (which the leader stops
+/// replicating to, so it has to find out by asking) and then the leader itself. The exit
+/// status and the log line are etcd's.
+#[test]
+fn a_removed_member_stops() {
+    let _serial = one_at_a_time();
+    let mut statuses = Vec::new();
+    for kind in [Kind::Etcd, Kind::Ferrocd] {
+        let mut cluster = Cluster::start(kind, 4, TIMING);
+        let ids = ids(&cluster);
+        let all = cluster.endpoints();
+        wait_for("a leader", WAIT, || agreed_leader(&all).is_some());
+        let leader = agreed_leader(&all).unwrap();
+        let follower = *ids.keys().find(|&&id| id != leader).unwrap();
+        for (removed, asked) in [(follower, leader), (leader, leader)] {
+            // etcd refuses a removal until its members have been connected for 5 s
+            // (`etcdserver: unhealthy cluster`).
+            let at = cluster.members[ids[&asked]].endpoint();
+            wait_for("the removal to be accepted", WAIT, || {
+                let out = etcdctl(&at, &["member", "remove", &format!("{removed:x}")], None);
+                String::from_utf8_lossy(&out.stdout).contains("removed from cluster")
+            });
+            let member = &mut cluster.members[ids[&removed]];
+            wait_for("the removed member to stop", WAIT, || member.exited());
+            let log = member.log();
+            assert!(log.contains("the member has been permanently removed from the cluster"), "{kind:?}: {log}");
+            statuses.push((kind, member.exit_status().and_then(|s| s.code())));
+        }
+        // The two left keep serving.
+        let rest: Vec<String> = ids
+            .iter()
+            .filter(|(id, _)| **id != leader && **id != follower)
+            .map(|(_, &i)| cluster.members[i].endpoint())
+            .collect();
+        let rest = rest.join(",");
+        wait_for("a leader among the rest", WAIT, || agreed_leader(&rest).is_some());
+        wait_for("a write to be acknowledged", WAIT, || etcdctl(&rest, &["put", "after", "x"], None).status.success());
+        let list = json(&rest, &["member", "list"]);
+        assert_eq!(list["members"].as_array().unwrap().len(), 2, "{kind:?}: {list}");
+    }
+    let etcd: Vec<_> = statuses.iter().filter(|s| s.0 == Kind::Etcd).map(|s| s.1).collect();
+    let ferrocd: Vec<_> = statuses.iter().filter(|s| s.0 == Kind::Ferrocd).map(|s| s.1).collect();
+    assert_eq!(ferrocd, etcd, "exit statuses");
+}

@@ -308,6 +308,29 @@ pub mod raft_peer_client {
                 .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "Submit"));
             self.inner.unary(req, path, codec).await
         }
+        /// Asked by a member cut off from its leader: is it still in the cluster? Only a leader that
+        /// a quorum acknowledges answers for the cluster.
+        pub async fn is_member(
+            &mut self,
+            request: impl tonic::IntoRequest<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocd.raft.v1.RaftPeer/IsMember",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ferrocd.raft.v1.RaftPeer", "IsMember"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -371,6 +394,12 @@ pub mod raft_peer_server {
         /// A command a follower hands to the leader to propose; answers once it is committed (without
         /// the application's response).
         async fn submit(
+            &self,
+            request: tonic::Request<super::Payload>,
+        ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
+        /// Asked by a member cut off from its leader: is it still in the cluster? Only a leader that
+        /// a quorum acknowledges answers for the cluster.
+        async fn is_member(
             &self,
             request: tonic::Request<super::Payload>,
         ) -> std::result::Result<tonic::Response<super::Payload>, tonic::Status>;
@@ -785,6 +814,49 @@ pub mod raft_peer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SubmitSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocd.raft.v1.RaftPeer/IsMember" => {
+                    #[allow(non_camel_case_types)]
+                    struct IsMemberSvc<T: RaftPeer>(pub Arc<T>);
+                    impl<T: RaftPeer> tonic::server::UnaryService<super::Payload>
+                    for IsMemberSvc<T> {
+                        type Response = super::Payload;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Payload>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftPeer>::is_member(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = IsMemberSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
