@@ -497,6 +497,22 @@ impl<A: Apply> RaftNode<A> {
         }
     }
 
+    /// On the leader: the members that acknowledged it within `window`, itself included; none
+    /// on any other member.
+    pub fn active_members(&self, window: Duration) -> Option<BTreeSet<NodeId>> {
+        use openraft::Instant as _;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        let acked = metrics.heartbeat.iter().flatten();
+        let mut active: BTreeSet<NodeId> =
+            acked.filter(|(_, at)| at.as_ref().is_some_and(|t| t.elapsed() <= window)).map(|(id, _)| *id).collect();
+        active.insert(self.id);
+        Some(active)
+    }
+
     /// The current term (cheaper than [`Self::status`]).
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term

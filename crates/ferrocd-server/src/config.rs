@@ -66,6 +66,17 @@ pub struct Config {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
+    /// Refuse membership changes that could cost the cluster its quorum (etcd's default):
+    /// `--strict-reconfig-check=false` turns the check off.
+    #[arg(
+        long = "strict-reconfig-check",
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub strict_reconfig_check: bool,
     /// Backend size limit in bytes before the space-exceeded error (0: 2 GiB).
     #[arg(long = "quota-backend-bytes", env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
@@ -365,6 +376,15 @@ mod tests {
     #[test]
     fn the_last_repeated_flag_wins() {
         assert_eq!(parse(&["--name", "a", "--name", "b"]).unwrap().name, "b");
+    }
+
+    #[test]
+    fn strict_reconfig_check_is_on_unless_turned_off() {
+        assert!(parse(&[]).unwrap().strict_reconfig_check);
+        assert!(parse(&["--strict-reconfig-check"]).unwrap().strict_reconfig_check);
+        assert!(parse(&["--strict-reconfig-check=true"]).unwrap().strict_reconfig_check);
+        assert!(!parse(&["--strict-reconfig-check=false"]).unwrap().strict_reconfig_check);
+        assert!(parse(&["--strict-reconfig-check=maybe"]).is_err());
     }
 
     #[test]

@@ -153,6 +153,7 @@ impl Server {
             election_timeout: raft_config.election_timeout,
             max_request_bytes: config.max_request_bytes as usize,
             max_txn_ops: config.max_txn_ops as usize,
+            strict_reconfig_check: config.strict_reconfig_check,
             quota_bytes: config.quota_bytes(),
             db_size: SizeCache::default(),
         });

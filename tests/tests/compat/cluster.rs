@@ -424,3 +424,49 @@ fn a_removed_member_stops() {
     let ferrocd: Vec<_> = statuses.iter().filter(|s| s.0 == Kind::Ferrocd).map(|s| s.1).collect();
     assert_eq!(ferrocd, etcd, "exit statuses");
 }
+
+/// `--strict-reconfig-check` (on by default): with a voter added but not started, a second
+/// voter would leave the cluster without a started quorum and is refused with etcd's error.
+#[test]
+fn membership_changes_that_endanger_quorum_are_refused() {
+    let _serial = one_at_a_time();
+    for kind in [Kind::Etcd, Kind::Ferrocd] {
+        let cluster = Cluster::start(kind, 1, TIMING);
+        let ep = cluster.members[0].endpoint();
+        let first = Member::new(kind, "m2", TIMING);
+        let added = etcdctl(&ep, &["member", "add", "m2", &format!("--peer-urls={}", first.peer_url())], None);
+        assert!(added.status.success(), "{kind:?}: {}", etcdctl_stderr(&added));
+        let second = Member::new(kind, "m3", TIMING);
+        let out = etcdctl(&ep, &["member", "add", "m3", &format!("--peer-urls={}", second.peer_url())], None);
+        assert!(
+            etcdctl_stderr(&out).contains("etcdserver: re-configuration failed due to not enough started members"),
+            "{kind:?}: {}",
+            etcdctl_stderr(&out)
+        );
+        // A learner does not vote: no quorum to endanger.
+        let learner = Member::new(kind, "m4", TIMING);
+        let out =
+            etcdctl(&ep, &["member", "add", "m4", &format!("--peer-urls={}", learner.peer_url()), "--learner"], None);
+        assert!(!etcdctl_stderr(&out).contains("not enough started members"), "{kind:?}: {}", etcdctl_stderr(&out));
+    }
+    // Turned off, nothing refuses the second voter: the change is proposed and waits for a
+    // quorum of members that never start, as in etcd, until the client gives up.
+    let flags: Vec<&str> = TIMING.iter().copied().chain(["--strict-reconfig-check=false"]).collect();
+    for kind in [Kind::Etcd, Kind::Ferrocd] {
+        let cluster = Cluster::start(kind, 1, &flags);
+        let ep = cluster.members[0].endpoint();
+        for (i, name) in ["m2", "m3"].into_iter().enumerate() {
+            let member = Member::new(kind, name, TIMING);
+            let out = etcdctl(&ep, &["member", "add", name, &format!("--peer-urls={}", member.peer_url())], None);
+            let err = etcdctl_stderr(&out);
+            if i == 0 {
+                assert!(out.status.success(), "{kind:?}: {err}");
+            } else {
+                assert!(
+                    err.contains("context deadline exceeded") || err.contains("request timed out"),
+                    "{kind:?}: {err}"
+                );
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! Changes are made by the leader (a follower forwards them), one at a time. etcd's MemberAdd
 //! of a voter maps to adding a learner and promoting it, each one committed change.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,70 @@ fn failed(message: &str) -> Status {
     Status::failed_precondition(message.to_string())
 }
 
+fn not_enough_started() -> Status {
+    failed("etcdserver: re-configuration failed due to not enough started members")
+}
+
+fn unhealthy() -> Status {
+    Status::unavailable("etcdserver: unhealthy cluster")
+}
+
+/// What `--strict-reconfig-check` judges a change by: the voters, which of them have started
+/// (published their name) and which the leader has heard from lately.
+struct Quorum {
+    voters: Vec<u64>,
+    started: BTreeSet<u64>,
+    active: BTreeSet<u64>,
+}
+
+impl Quorum {
+    fn started_voters(&self, except: Option<u64>) -> (usize, usize) {
+        let counted = self.voters.iter().filter(|id| Some(**id) != except);
+        let members = counted.clone().count();
+        (members, counted.filter(|id| self.started.contains(id)).count())
+    }
+
+    /// Whether every voter is up.
+    fn all_active(&self) -> bool {
+        self.voters.iter().all(|id| self.active.contains(id))
+    }
+
+    /// etcd's rules for adding a voter: with the newcomer, a quorum must be started (a lone
+    /// started member may take a second); and every voter must be up.
+    fn may_add_voter(&self) -> Result<(), Status> {
+        let (members, started) = self.started_voters(None);
+        let (members, lone) = (members + 1, started == 1 && members == 1);
+        if !lone && started < members / 2 + 1 {
+            return Err(not_enough_started());
+        }
+        if self.all_active() { Ok(()) } else { Err(unhealthy()) }
+    }
+
+    /// etcd's rules for promoting a learner: as adding a voter, counting the learner as started.
+    fn may_promote(&self) -> Result<(), Status> {
+        let (members, started) = self.started_voters(None);
+        let (members, started) = (members + 1, started + 1);
+        if started < members / 2 + 1 {
+            return Err(not_enough_started());
+        }
+        if self.all_active() { Ok(()) } else { Err(unhealthy()) }
+    }
+
+    /// etcd's rules for removing voter `id`: the started others must be a quorum of the others;
+    /// a voter that is down may go; otherwise the active others must be a quorum of today's voters.
+    fn may_remove_voter(&self, id: u64, me: u64) -> Result<(), Status> {
+        let (members, started) = self.started_voters(Some(id));
+        if started < members / 2 + 1 {
+            return Err(not_enough_started());
+        }
+        if id != me && !self.active.contains(&id) {
+            return Ok(());
+        }
+        let active = self.voters.iter().filter(|v| self.active.contains(v)).count();
+        if active - 1 < 1 + (self.voters.len() - 1) / 2 { Err(unhealthy()) } else { Ok(()) }
+    }
+}
+
 fn not_found() -> Status {
     Status::not_found("etcdserver: member not found")
 }
@@ -59,6 +124,20 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
         out.extend(status.members.learners.iter().map(|m| member(m, true)));
         out.sort_by_key(|m| m.id);
         Ok(out)
+    }
+
+    /// The facts `--strict-reconfig-check` needs; none when the check is off.
+    fn quorum(&self) -> Result<Option<Quorum>, Status> {
+        if !self.0.strict_reconfig_check {
+            return Ok(None);
+        }
+        let status = self.0.node.status();
+        let attrs = self.0.machine.member_attrs().map_err(|e| Status::internal(e.to_string()))?;
+        let started = attrs.iter().filter(|(_, a)| !a.name.is_empty()).map(|(id, _)| *id).collect();
+        // Served at the leader (requests are forwarded to it); a member that lost the lead
+        // meanwhile knows of no one active, and the change fails as unhealthy.
+        let active = self.0.node.active_members(self.0.election_timeout).unwrap_or_default();
+        Ok(Some(Quorum { voters: status.members.voters.keys().copied().collect(), started, active }))
     }
 
     fn header(&self) -> Option<ferrocd_proto::etcdserverpb::ResponseHeader> {
@@ -97,6 +176,11 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         }
         let req = request.into_inner();
         Self::check_urls(&req.peer_ur_ls)?;
+        if !req.is_learner
+            && let Some(quorum) = self.quorum()?
+        {
+            quorum.may_add_voter()?;
+        }
         self.check_unique(&req.peer_ur_ls, None)?;
         let status = self.0.node.status();
         if req.is_learner && status.members.learners.len() >= MAX_LEARNERS {
@@ -143,6 +227,11 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             return Ok(Response::new(resp));
         }
         let id = request.into_inner().id;
+        if self.0.node.status().members.voters.contains_key(&id)
+            && let Some(quorum) = self.quorum()?
+        {
+            quorum.may_remove_voter(id, self.0.member_id)?;
+        }
         match self.0.node.remove(id).await {
             Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(not_found()),
             other => other.map_err(raft_error)?,
@@ -201,7 +290,63 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         if (matched as f64) < status.last_log_index as f64 * 0.9 {
             return Err(failed("etcdserver: can only promote a learner member which is in sync with leader"));
         }
+        if let Some(quorum) = self.quorum()? {
+            quorum.may_promote()?;
+        }
         self.0.node.promote(id).await.map_err(raft_error)?;
         Ok(Response::new(MemberPromoteResponse { header: self.header(), members: self.members()? }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quorum(voters: &[u64], started: &[u64], active: &[u64]) -> Quorum {
+        Quorum {
+            voters: voters.to_vec(),
+            started: started.iter().copied().collect(),
+            active: active.iter().copied().collect(),
+        }
+    }
+
+    fn message(result: Result<(), Status>) -> String {
+        result.err().map(|s| s.message().to_string()).unwrap_or_default()
+    }
+
+    const NOT_STARTED: &str = "etcdserver: re-configuration failed due to not enough started members";
+    const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
+
+    #[test]
+    fn adding_a_voter_needs_a_started_quorum_and_every_voter_up() {
+        // A lone member may take a second voter (to restore a cluster from it).
+        assert_eq!(message(quorum(&[1], &[1], &[1]).may_add_voter()), "");
+        // With that second one not started, a third would leave 1 started of 3.
+        assert_eq!(message(quorum(&[1, 2], &[1], &[1]).may_add_voter()), NOT_STARTED);
+        assert_eq!(message(quorum(&[1, 2, 3], &[1, 2, 3], &[1, 2, 3]).may_add_voter()), "");
+        assert_eq!(message(quorum(&[1, 2, 3], &[1, 2], &[1, 2, 3]).may_add_voter()), NOT_STARTED);
+        assert_eq!(message(quorum(&[1, 2, 3], &[1, 2, 3], &[1, 2]).may_add_voter()), UNHEALTHY);
+    }
+
+    #[test]
+    fn promoting_counts_the_learner_as_started() {
+        assert_eq!(message(quorum(&[1], &[1], &[1]).may_promote()), "");
+        assert_eq!(message(quorum(&[1, 2, 3], &[1], &[1, 2, 3]).may_promote()), NOT_STARTED);
+        assert_eq!(message(quorum(&[1, 2, 3], &[1, 2], &[1, 2, 3]).may_promote()), "");
+        assert_eq!(message(quorum(&[1, 2, 3], &[1, 2, 3], &[1, 3]).may_promote()), UNHEALTHY);
+    }
+
+    #[test]
+    fn removing_a_voter_must_leave_an_active_quorum() {
+        let all_up = quorum(&[1, 2, 3], &[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(message(all_up.may_remove_voter(3, 1)), "");
+        // A member that is down may always go; an active one not while another is down.
+        let one_down = quorum(&[1, 2, 3], &[1, 2, 3], &[1, 2]);
+        assert_eq!(message(one_down.may_remove_voter(3, 1)), "");
+        assert_eq!(message(one_down.may_remove_voter(2, 1)), UNHEALTHY);
+        assert_eq!(message(one_down.may_remove_voter(1, 1)), UNHEALTHY);
+        // The others must have a started quorum among them.
+        assert_eq!(message(quorum(&[1, 2], &[1], &[1, 2]).may_remove_voter(1, 1)), NOT_STARTED);
+        assert_eq!(message(quorum(&[1, 2, 3], &[1], &[1, 2, 3]).may_remove_voter(2, 1)), NOT_STARTED);
     }
 }

@@ -49,6 +49,8 @@ pub struct Shared<E: Engine, W: WritePath> {
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig_check: bool,
     pub quota_bytes: u64,
     pub db_size: SizeCache,
 }
