@@ -218,14 +218,33 @@ impl<E: Engine> KvStore<E> {
     /// # Errors
     /// As [`Self::open`].
     pub fn reload(&self) -> Result<()> {
+        self.replace_contents(|| Ok::<(), Error>(()))?
+    }
+
+    /// Replaces the store's contents: `replace` rewrites the engine's buckets (a replication
+    /// snapshot being installed) while readers and writers wait, so none sees them half
+    /// replaced; then the store is rebuilt from the engine. When `replace` fails, its error is
+    /// answered and the store is left as it was (the engine may be half replaced: the caller
+    /// must finish or stop).
+    ///
+    /// # Errors
+    /// As [`Self::open`], for the rebuild; `replace`'s own error inside.
+    pub fn replace_contents<X>(
+        &self,
+        replace: impl FnOnce() -> std::result::Result<(), X>,
+    ) -> Result<std::result::Result<(), X>> {
         let _compactor = self.compactor.lock();
-        let (loaded, scheduled) = load(&*self.engine)?;
         let mut state = self.state.write();
+        if let Err(e) = replace() {
+            return Ok(Err(e));
+        }
+        let (loaded, scheduled) = load(&*self.engine)?;
         self.published.store(loaded.current, Ordering::Release);
         *state = loaded;
         drop(state);
         drop(_compactor);
-        self.finish_compaction(scheduled)
+        self.finish_compaction(scheduled)?;
+        Ok(Ok(()))
     }
 
     /// Re-plans the last scheduled compaction: it is idempotent, and it also removes what an
@@ -283,8 +302,9 @@ impl<E: Engine> KvStore<E> {
     /// [`Error::FutureRevision`], [`Error::Compacted`]); engine failures.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         validate::check_range(req)?;
-        let current = self.current_revision();
         let state = self.state.read();
+        // Read under the lock: a read that waited for a snapshot install sees its revision.
+        let current = self.current_revision();
         let rev = range::read_revision(req.revision, current, state.compacted)?;
         let selection = range::select(&state.index, req, rev);
         // Values are read from a snapshot taken under the lock, so the lock is not held while

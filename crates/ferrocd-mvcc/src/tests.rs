@@ -106,6 +106,45 @@ fn compaction_removes_history_from_the_engine() {
 }
 
 #[test]
+fn readers_wait_while_the_contents_are_replaced() {
+    let source = std::sync::Arc::new(store());
+    for i in 0..6 {
+        source.put(testing::put_req(&format!("k{i}"), &i.to_string())).unwrap();
+    }
+    let target = std::sync::Arc::new(store());
+    target.put(testing::put_req("stale", "x")).unwrap();
+    let all = testing::range_req("\0", "\0");
+    let (done, finished) = std::sync::mpsc::channel();
+    let replaced = target
+        .replace_contents(|| {
+            // Half of the replacement written: a reader starting now must wait for the rest.
+            for (n, bucket) in KvStore::<MemEngine>::BUCKETS.iter().enumerate() {
+                let mut batch = WriteBatch::new();
+                batch.delete_range(*bucket, Vec::new(), vec![0xff; 32]);
+                source
+                    .engine()
+                    .scan(*bucket, &[], None, false, &mut |k, v| {
+                        batch.put(*bucket, k.to_vec(), v.to_vec());
+                        Ok(Scan::Continue)
+                    })
+                    .unwrap();
+                target.engine().write(batch, false).unwrap();
+                if n == 0 {
+                    let (reader, all, done) = (target.clone(), all.clone(), done.clone());
+                    std::thread::spawn(move || done.send(reader.range(&all).map(|r| r.kvs)).unwrap());
+                    let early = finished.recv_timeout(std::time::Duration::from_millis(200));
+                    assert!(early.is_err(), "a reader saw the contents half replaced: {early:?}");
+                }
+            }
+            Ok::<(), Error>(())
+        })
+        .unwrap();
+    replaced.unwrap();
+    let seen = finished.recv_timeout(std::time::Duration::from_secs(10)).expect("the reader finishes").unwrap();
+    assert_eq!(seen, source.range(&all).unwrap().kvs);
+}
+
+#[test]
 fn reload_takes_on_contents_replaced_underneath() {
     let source = store();
     for i in 0..6 {

@@ -363,6 +363,25 @@ async fn next_answer(
     }
 }
 
+/// Opens every file of a snapshot directory, by name, with its size. Every file is opened
+/// before the first is sent: a newer snapshot replacing this one deletes its directory, and
+/// open files stay readable, so a long transfer completes.
+async fn open_files(dir: &Path) -> Result<Vec<(String, tokio::fs::File, u64)>, String> {
+    let mut names = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(|e| e.to_string())?;
+    while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let file = tokio::fs::File::open(dir.join(&name)).await.map_err(|e| e.to_string())?;
+        let size = file.metadata().await.map_err(|e| e.to_string())?.len();
+        files.push((name, file, size));
+    }
+    Ok(files)
+}
+
 /// Streams `snapshot` to a peer.
 pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
     mut client: RaftPeerClient<Channel>,
@@ -375,16 +394,9 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
     let producer = tokio::spawn(async move {
         let send = |kind| tx.send(SnapshotChunk { kind: Some(kind) });
         send(ChunkKind::Header(header)).await.map_err(|_| "the stream closed".to_string())?;
-        let mut names = Vec::new();
-        let mut entries = tokio::fs::read_dir(&dir).await.map_err(|e| e.to_string())?;
-        while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        let count = names.len() as u64;
-        for name in names {
-            let mut file = tokio::fs::File::open(dir.join(&name)).await.map_err(|e| e.to_string())?;
-            let size = file.metadata().await.map_err(|e| e.to_string())?.len();
+        let files = open_files(&dir).await?;
+        let count = files.len() as u64;
+        for (name, mut file, size) in files {
             send(ChunkKind::File(FileStart { name, size })).await.map_err(|_| "the stream closed".to_string())?;
             loop {
                 let mut buf = vec![0; CHUNK];
@@ -515,6 +527,25 @@ mod tests {
 
     fn echoed(answer: Option<Result<StreamAppendResult<TypeConfig>, String>>) -> u64 {
         answer.expect("an answer").expect("no failure").expect("accepted").expect("a log id").index
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_being_sent_survives_the_deletion_of_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = dir.path().join("snap");
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::write(snap.join("b.sst"), vec![7u8; 3 * CHUNK + 5]).unwrap();
+        std::fs::write(snap.join("a.meta"), b"meta").unwrap();
+        let files = open_files(&snap).await.unwrap();
+        std::fs::remove_dir_all(&snap).unwrap();
+        let mut read = Vec::new();
+        for (name, mut file, size) in files {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).await.unwrap();
+            assert_eq!(data.len() as u64, size);
+            read.push((name, data));
+        }
+        assert_eq!(read, [("a.meta".to_string(), b"meta".to_vec()), ("b.sst".to_string(), vec![7u8; 3 * CHUNK + 5])]);
     }
 
     #[tokio::test]

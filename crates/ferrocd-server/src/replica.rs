@@ -532,8 +532,8 @@ impl Apply for KvMachine {
         let mut mark = WriteBatch::new();
         mark.put(SERVER_BUCKET, INSTALLING, dir.to_string_lossy().as_bytes().to_vec());
         engine.write(mark, true).map_err(io_error)?;
-        install_from(&**engine, dir)?;
-        self.kv.reload().map_err(io_error)?;
+        // Readers wait meanwhile: none sees the keyspace half replaced.
+        self.kv.replace_contents(|| install_from(&**engine, dir)).map_err(io_error)??;
         self.hub.reset(self.kv.current_revision());
         {
             let mut lessor = self.lessor.lock();
