@@ -136,40 +136,32 @@ struct Removal<A: Apply> {
 }
 
 impl<A: Apply> Removal<A> {
-    /// Sets `removed` once this member is known removed; ends when Raft stops.
+    /// Sets `removed` once this member is known removed; ends when Raft stops. It looks at
+    /// each change of Raft's server metrics (membership, leader, role: rare, not at every
+    /// write) and, for the time-dependent "cut off" case, once per election timeout.
     async fn watch(self, removed: tokio::sync::watch::Sender<bool>) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         let mut was_member = false;
         loop {
-            let (inside, applied_change, cut_off, known) = {
+            let (inside, committed_out, cut_off, known) = {
                 let m = metrics.borrow_watched();
-                let membership = &m.membership_config;
-                let changed_at = membership.log_id().as_ref().map_or(0, |l| l.index);
-                let applied = m.last_applied.as_ref().map_or(0, |a| a.index);
+                let contains =
+                    |s: &openraft::alias::StoredMembershipOf<TypeConfig>| s.membership().get_node(&self.id).is_some();
+                let committed = &m.committed_membership_config;
+                let committed_out = committed.log_id().is_some() && !contains(committed);
+                let inside = contains(&m.membership_config) || contains(committed);
                 let cut_off = m.state != ServerState::Leader && !self.contact.within(self.election_timeout);
-                // Whom to ask, only when it may come to asking (metrics change at every apply).
+                // Whom to ask, only when it may come to asking.
                 let known: Vec<(NodeId, Node)> = if cut_off {
-                    membership
-                        .membership()
-                        .nodes()
-                        .filter(|(id, _)| **id != self.id)
-                        .map(|(id, n)| (*id, n.clone()))
-                        .collect()
+                    let others = m.membership_config.membership().nodes().filter(|(id, _)| **id != self.id);
+                    others.map(|(id, n)| (*id, n.clone())).collect()
                 } else {
                     Vec::new()
                 };
-                (membership.membership().get_node(&self.id).is_some(), changed_at <= applied, cut_off, known)
+                (inside, committed_out, cut_off, known)
             };
             was_member |= inside;
-            let gone = if !was_member {
-                false
-            } else if !inside && applied_change {
-                true
-            } else if cut_off {
-                self.ask(&known).await
-            } else {
-                false
-            };
+            let gone = was_member && ((!inside && committed_out) || (cut_off && self.ask(&known).await));
             if gone {
                 let _ = removed.send(true);
                 return;
