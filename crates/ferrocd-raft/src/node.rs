@@ -448,11 +448,19 @@ impl<A: Apply> RaftNode<A> {
         self.raft.change_membership(change, false).await.map_err(write_error).map(drop)
     }
 
-    /// Asks the leader (this member) to hand leadership to `to`.
+    /// Asks the leader (this member) to hand leadership to `to`. openraft's leader stops
+    /// leading as soon as it hands over, so `to` is asked first whether it answers at all: a
+    /// member that is down does not cost the cluster its leader.
     ///
     /// # Errors
-    /// When Raft has stopped.
+    /// [`Error::MemberNotFound`] for a member not in the cluster; [`Error::Timeout`] when `to`
+    /// does not answer within an election timeout; [`Error::Stopped`] when Raft has stopped.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        let members = self.status().members;
+        let node = members.voters.get(&to).or(members.learners.get(&to)).ok_or(Error::MemberNotFound(to))?;
+        network::is_member(&self.network.kind, to, node, self.id, self.election_timeout)
+            .await
+            .map_err(|e| Error::Timeout(format!("member {to} does not answer: {e}")))?;
         self.raft.trigger().transfer_leader(to).await.map_err(stopped)
     }
 

@@ -25,6 +25,8 @@ pub enum ServerError {
     LeaderChanged,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: rpc not supported for learner")]
     Learner,
     #[error("etcdserver: member not found")]
@@ -58,7 +60,8 @@ impl From<ServerError> for Status {
             | ServerError::NotLeader { .. }
             | ServerError::NoLeader
             | ServerError::LeaderChanged
-            | ServerError::Timeout => Code::Unavailable,
+            | ServerError::Timeout
+            | ServerError::LeaderTransferTimeout => Code::Unavailable,
             ServerError::Learner | ServerError::Precondition(_) => Code::FailedPrecondition,
             ServerError::MemberNotFound => Code::NotFound,
             ServerError::Storage(_) => Code::Internal,

@@ -476,3 +476,32 @@ fn membership_changes_that_endanger_quorum_are_refused() {
         }
     }
 }
+
+/// MoveLeader to a member that is down fails and leaves the leader leading, as in etcd (whose
+/// leader keeps leading when the transferee cannot take over).
+#[test]
+fn a_leader_move_to_a_member_that_is_down_fails_and_changes_nothing() {
+    let _serial = one_at_a_time();
+    for kind in [Kind::Etcd, Kind::Ferrocd] {
+        let mut cluster = Cluster::start(kind, 3, TIMING);
+        let all = cluster.endpoints();
+        wait_for("a leader", WAIT, || agreed_leader(&all).is_some());
+        let leader = agreed_leader(&all).unwrap();
+        let ids = ids(&cluster);
+        let target = *ids.keys().find(|&&id| id != leader).unwrap();
+        cluster.members[ids[&target]].kill();
+        let at = cluster.members[ids[&leader]].endpoint();
+        let out = etcdctl(&at, &["--command-timeout=10s", "move-leader", &format!("{target:x}")], None);
+        let err = etcdctl_stderr(&out);
+        assert!(
+            err.contains("context deadline exceeded") || err.contains("leader transfer took too long"),
+            "{kind:?}: {err}"
+        );
+        let up: Vec<String> =
+            ids.iter().filter(|(id, _)| **id != target).map(|(_, &i)| cluster.members[i].endpoint()).collect();
+        let status = json(&up.join(","), &["endpoint", "status"]);
+        for s in status.as_array().unwrap() {
+            assert_eq!(s["Status"]["leader"].as_u64(), Some(leader), "{kind:?}: {status}");
+        }
+    }
+}

@@ -116,11 +116,25 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
             return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
         }
         if target != s.member_id {
-            s.node.transfer_leader(target).await.map_err(raft_error)?;
+            let deadline = tokio::time::Instant::now() + s.request_timeout;
+            // A transferee that is down is waited for (etcd's leader keeps leading meanwhile):
+            // the node hands over only to a member that answers.
+            loop {
+                match s.node.transfer_leader(target).await {
+                    Ok(()) => break,
+                    Err(ferrocd_raft::Error::Timeout(_)) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(s.election_timeout / 10).await;
+                    }
+                    Err(ferrocd_raft::Error::Timeout(_)) => return Err(ServerError::LeaderTransferTimeout.into()),
+                    Err(e) => return Err(raft_error(e).into()),
+                }
+            }
             s.node
-                .wait_until(s.request_timeout, |st| st.leader == Some(target))
+                .wait_until(deadline.saturating_duration_since(tokio::time::Instant::now()), |st| {
+                    st.leader == Some(target)
+                })
                 .await
-                .map_err(|_| ServerError::Timeout)?;
+                .map_err(|_| ServerError::LeaderTransferTimeout)?;
         }
         Ok(Response::new(MoveLeaderResponse { header: s.header(s.kv.current_revision()) }))
     }
