@@ -285,6 +285,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 return Poll::Ready(Ok(()));
             }
             if this.fixer.passes() {
+                // The buffers are not needed any more: a long-lived connection keeps none.
+                if this.input.capacity() != 0 || this.output.capacity() != 0 {
+                    this.input = BytesMut::new();
+                    this.output = BytesMut::new();
+                }
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             this.input.reserve(MAX_FRAME);
@@ -589,6 +594,38 @@ mod tests {
         let requests = vec![r];
         let (out, _) = run(&client_bytes(&requests), &[65_536]);
         assert_eq!(server_view(&out), expected(&requests, Some("h:1")));
+    }
+
+    /// Reads everything through the wrapper, `chunk` bytes at a time.
+    async fn read_through(bytes: Vec<u8>, chunk: usize) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            client.write_all(&bytes).await.unwrap();
+            client.shutdown().await.unwrap();
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut out = Vec::new();
+        let mut buf = vec![0; chunk];
+        loop {
+            let n = fixed.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        writer.await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_repairs_or_passes_a_connection_read_in_small_pieces() {
+        let valid = vec![request("127.0.0.1:2379", "/etcdserverpb.KV/Put"); 3];
+        let bytes = client_bytes(&valid);
+        assert_eq!(read_through(bytes.clone(), 5).await, bytes);
+        let broken = vec![request("http://127.0.0.1:2379", "/etcdserverpb.KV/Put"); 3];
+        let out = read_through(client_bytes(&broken), 7).await;
+        assert_eq!(server_view(&out), expected(&broken, Some("127.0.0.1:2379")));
     }
 
     fn arb_request(authority: &'static str) -> impl Strategy<Value = Request> {
