@@ -33,7 +33,9 @@ async fn client(cluster: Arc<RwLock<TestCluster>>, history: Arc<History>, id: u6
             let op = history.invoke(id, Op::put(key.clone(), value.clone()));
             let done = tokio::time::timeout(OP_TIMEOUT, member.node.propose(MemKv::set(&key, &value))).await;
             // A failed or timed-out proposal may still commit later: its outcome is unknown.
-            history.complete(op, if matches!(done, Ok(Ok(_))) { Outcome::Ok(Output::Ack) } else { Outcome::Unknown });
+            let outcome = if matches!(done, Ok(Ok(_))) { Outcome::Ok(Output::Ack) } else { Outcome::Unknown };
+            backoff(&outcome).await;
+            history.complete(op, outcome);
         } else {
             let ids: Vec<u64> = c.members.keys().copied().collect();
             let member = &c.members[&ids[((id + seq / 2) % ids.len() as u64) as usize]];
@@ -46,8 +48,18 @@ async fn client(cluster: Arc<RwLock<TestCluster>>, history: Arc<History>, id: u6
                 Ok(Ok(value)) => Outcome::Ok(Output::Read(value)),
                 _ => Outcome::Unknown,
             };
+            backoff(&outcome).await;
             history.complete(op, outcome);
         }
+    }
+}
+
+/// After a failure a client pauses, as real clients back off: a read refused at once while
+/// there is no leader would otherwise use up the run's operations in a burst of failures
+/// (the faults are timed by operation counts).
+async fn backoff(outcome: &Outcome) {
+    if matches!(outcome, Outcome::Unknown) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
