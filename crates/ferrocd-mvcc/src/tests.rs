@@ -105,6 +105,20 @@ fn compaction_removes_history_from_the_engine() {
     assert_eq!(s.range(&testing::get_req("k")).unwrap().kvs[0].value, b"9");
 }
 
+/// A batch that makes `bucket` of another engine hold exactly what it holds in `source`'s.
+fn replacement(source: &KvStore<MemEngine>, bucket: ferrocd_engine::Bucket) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.delete_range(bucket, Vec::new(), vec![0xff; 32]);
+    source
+        .engine()
+        .scan(bucket, &[], None, false, &mut |k, v| {
+            batch.put(bucket, k.to_vec(), v.to_vec());
+            Ok(Scan::Continue)
+        })
+        .unwrap();
+    batch
+}
+
 #[test]
 fn readers_wait_while_the_contents_are_replaced() {
     let source = std::sync::Arc::new(store());
@@ -119,16 +133,7 @@ fn readers_wait_while_the_contents_are_replaced() {
         .replace_contents(|| {
             // Half of the replacement written: a reader starting now must wait for the rest.
             for (n, bucket) in KvStore::<MemEngine>::BUCKETS.iter().enumerate() {
-                let mut batch = WriteBatch::new();
-                batch.delete_range(*bucket, Vec::new(), vec![0xff; 32]);
-                source
-                    .engine()
-                    .scan(*bucket, &[], None, false, &mut |k, v| {
-                        batch.put(*bucket, k.to_vec(), v.to_vec());
-                        Ok(Scan::Continue)
-                    })
-                    .unwrap();
-                target.engine().write(batch, false).unwrap();
+                target.engine().write(replacement(&source, *bucket), false).unwrap();
                 if n == 0 {
                     let (reader, all, done) = (target.clone(), all.clone(), done.clone());
                     std::thread::spawn(move || done.send(reader.range(&all).map(|r| r.kvs)).unwrap());
@@ -154,18 +159,9 @@ fn reload_takes_on_contents_replaced_underneath() {
     let target = store();
     target.put(testing::put_req("stale", "x")).unwrap();
     // Replace every bucket of the target's engine with the source's, as a snapshot install does.
-    let mut batch = WriteBatch::new();
     for bucket in KvStore::<MemEngine>::BUCKETS {
-        batch.delete_range(*bucket, Vec::new(), vec![0xff; 32]);
-        source
-            .engine()
-            .scan(*bucket, &[], None, false, &mut |k, v| {
-                batch.put(*bucket, k.to_vec(), v.to_vec());
-                Ok(Scan::Continue)
-            })
-            .unwrap();
+        target.engine().write(replacement(&source, *bucket), true).unwrap();
     }
-    target.engine().write(batch, true).unwrap();
     target.reload().unwrap();
     assert_eq!(target.current_revision(), source.current_revision());
     assert_eq!(target.compact_revision(), 3);

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, BoxStream, StreamExt as _};
 
 use parking_lot::Mutex;
-use pb::raft_peer_client::RaftPeerClient;
+pub(crate) use pb::Payload;
+pub(crate) use pb::raft_peer_client::RaftPeerClient;
 use pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use pb::snapshot_chunk::Kind as ChunkKind;
-use pb::{FileStart, Payload, SnapshotChunk};
+use pb::{FileStart, SnapshotChunk};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -355,19 +355,16 @@ pub(crate) async fn read_index(
     node: &Node,
     timeout: std::time::Duration,
 ) -> Result<ReadIndex, String> {
-    match kind {
-        Kind::Mem { router, from } => {
-            let inbound = router.deliver(*from, to).await?;
-            match tokio::time::timeout(timeout, inbound.read_index()).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            }
-        }
-        Kind::Grpc(channels) => {
-            let mut client = channels.client(node)?;
-            grpc::unary(&(), timeout, |p| async move { client.read_index(p).await }).await
-        }
-    }
+    ask(
+        kind,
+        to,
+        node,
+        timeout,
+        (),
+        |inbound, ()| inbound.read_index(),
+        |mut c, p| async move { c.read_index(p).await },
+    )
+    .await
 }
 
 /// Hands `command` to member `to` (the leader, as far as the caller knows) to propose.
@@ -378,17 +375,67 @@ pub(crate) async fn submit(
     command: Vec<u8>,
     timeout: std::time::Duration,
 ) -> Result<Submitted, String> {
+    ask(
+        kind,
+        to,
+        node,
+        timeout,
+        command,
+        |inbound, command| inbound.submit(command),
+        |mut c, p| async move { c.submit(p).await },
+    )
+    .await
+}
+
+/// Asks member `to` (the leader, as far as the caller knows) whether member `id` is still in
+/// the cluster.
+pub(crate) async fn is_member(
+    kind: &Kind,
+    to: NodeId,
+    node: &Node,
+    id: NodeId,
+    timeout: std::time::Duration,
+) -> Result<MemberCheck, String> {
+    ask(
+        kind,
+        to,
+        node,
+        timeout,
+        id,
+        |inbound, id| inbound.is_member(id),
+        |mut c, p| async move { c.is_member(p).await },
+    )
+    .await
+}
+
+/// One request to member `to`, answered within `timeout`: in memory through its [`Inbound`],
+/// over gRPC as an encoded payload.
+async fn ask<Req, Resp, G, Fut>(
+    kind: &Kind,
+    to: NodeId,
+    node: &Node,
+    timeout: std::time::Duration,
+    req: Req,
+    in_memory: impl FnOnce(&dyn Inbound, Req) -> BoxFuture<Resp>,
+    over_grpc: G,
+) -> Result<Resp, String>
+where
+    Req: serde::Serialize,
+    Resp: serde::de::DeserializeOwned,
+    G: FnOnce(grpc::RaftPeerClient<tonic::transport::Channel>, grpc::Payload) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<grpc::Payload>, tonic::Status>>,
+{
     match kind {
         Kind::Mem { router, from } => {
             let inbound = router.deliver(*from, to).await?;
-            match tokio::time::timeout(timeout, inbound.submit(command)).await {
+            match tokio::time::timeout(timeout, in_memory(&*inbound, req)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("no answer within {timeout:?}")),
             }
         }
         Kind::Grpc(channels) => {
-            let mut client = channels.client(node)?;
-            grpc::unary(&command, timeout, |p| async move { client.submit(p).await }).await
+            let client = channels.client(node)?;
+            grpc::unary(&req, timeout, |p| over_grpc(client, p)).await
         }
     }
 }
@@ -489,30 +536,6 @@ impl RaftNetworkV2<TypeConfig> for Client {
                 result.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
             }
             closed = cancel => Err(StreamingError::Closed(closed)),
-        }
-    }
-}
-
-/// Asks member `to` (the leader, as far as the caller knows) whether member `id` is still in
-/// the cluster.
-pub(crate) async fn is_member(
-    kind: &Kind,
-    to: NodeId,
-    node: &Node,
-    id: NodeId,
-    timeout: std::time::Duration,
-) -> Result<MemberCheck, String> {
-    match kind {
-        Kind::Mem { router, from } => {
-            let inbound = router.deliver(*from, to).await?;
-            match tokio::time::timeout(timeout, inbound.is_member(id)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            }
-        }
-        Kind::Grpc(channels) => {
-            let mut client = channels.client(node)?;
-            grpc::unary(&id, timeout, |p| async move { client.is_member(p).await }).await
         }
     }
 }
