@@ -10,8 +10,12 @@
 //! - `bench [ARGS...]`: `deps`, then build ferrocd and `ferrocd-bench` (release) and measure
 //!   ferrocd against etcd; `cargo xtask bench -- --help` lists the options. Reports go to
 //!   `<target dir>/bench/`.
+//! - `clean-room [--quick]`: the README's commands in a fresh Debian root (debootstrap +
+//!   chroot), proving they set up a new machine by themselves; `--quick` checks the packages
+//!   and the build script that needs them.
 //! - `ci`: what CI runs: `lint`, then `test`.
 
+mod clean_room;
 mod codegen;
 mod tidy;
 
@@ -27,10 +31,11 @@ fn main() -> ExitCode {
         "lint" => lint(),
         "serve" => deps().and_then(|()| serve(rest)),
         "bench" => deps().and_then(|()| bench(rest)),
+        "clean-room" => clean_room::run_clean_room(rest),
         "ci" => deps().and_then(|()| lint()).and_then(|()| test(rest)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | bench [args] | ci>"
+                "usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | bench [args] | clean-room [--quick] | ci>"
             );
             return ExitCode::from(2);
         }
@@ -66,12 +71,31 @@ fn workspace_root() -> std::path::PathBuf {
     manifest_dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-/// Debian packages: libclang for RocksDB's bindings; protoc for the `etcd-client` crate the tests
-/// use as an outside oracle; etcd's own server and etcdctl for the end-to-end and differential
-/// tests.
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, or `target/` in the workspace.
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Debian packages, each with the file whose presence shows it is installed: the file the build
+/// or the tests actually use, not merely the package's main binary (`protoc` alone cannot compile
+/// etcd's protos without the well-known types of `libprotobuf-dev`). Probes are glob patterns, so
+/// any LLVM version satisfies libclang.
+///
+/// - `g++`, `make`: RocksDB's C++ (the `cc` crate) and jemalloc's configure-and-make build;
+/// - `libclang-dev`: RocksDB's bindings (bindgen loads `libclang.so` and clang's own headers);
+/// - `protobuf-compiler`, `libprotobuf-dev`: the `etcd-client` crate's build script, which
+///   compiles etcd's protos, importing `google/protobuf/descriptor.proto`;
+/// - `etcd-client`, `etcd-server`: etcdctl and etcd 3.4, the outside oracles of the tests and
+///   the bench.
 const PACKAGES: &[(&str, &str)] = &[
-    ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    ("g++", "/usr/bin/g++"),
+    ("make", "/usr/bin/make"),
+    ("libclang-dev", "/usr/lib/llvm-*/lib/libclang.so"),
+    ("libclang-dev", "/usr/lib/llvm-*/lib/clang/*/include/stddef.h"),
     ("protobuf-compiler", "/usr/bin/protoc"),
+    ("libprotobuf-dev", "/usr/include/google/protobuf/descriptor.proto"),
     ("etcd-client", "/usr/bin/etcdctl"),
     ("etcd-server", "/usr/bin/etcd"),
 ];
@@ -80,14 +104,24 @@ fn deps() -> Result {
     install(PACKAGES)
 }
 
+/// Whether some file matches the glob `pattern`.
+fn present(pattern: &str) -> bool {
+    glob::glob(pattern).is_ok_and(|mut paths| paths.any(|p| p.is_ok()))
+}
+
+/// The packages of `packages` whose probe finds nothing, each once, in order.
+fn missing<'a>(packages: &[(&'a str, &str)]) -> Vec<&'a str> {
+    let mut missing: Vec<&str> = Vec::new();
+    for (pkg, probe) in packages {
+        if !present(probe) && !missing.contains(pkg) {
+            missing.push(pkg);
+        }
+    }
+    missing
+}
+
 fn install(packages: &[(&str, &str)]) -> Result {
-    let have_clang = std::path::Path::new("/usr/lib/llvm-14/lib/libclang.so").exists()
-        || Command::new("sh").args(["-c", "ldconfig -p | grep -q libclang"]).status().is_ok_and(|s| s.success());
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(pkg, probe)| if *pkg == "libclang-dev" { !have_clang } else { !std::path::Path::new(probe).exists() })
-        .map(|(pkg, _)| *pkg)
-        .collect();
+    let missing = missing(packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -104,7 +138,13 @@ fn install(packages: &[(&str, &str)]) -> Result {
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(&missing);
-    apt(&args)
+    apt(&args)?;
+    let still = self::missing(packages);
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("installed, yet still missing what they should provide: {}", still.join(" ")))
+    }
 }
 
 fn is_root() -> bool {
@@ -139,9 +179,7 @@ fn bench(args: &[String]) -> Result {
     // RocksDB build is shared.
     run(cargo().args(["build", "--release", "--package", "ferrocd-server", "--bin", "ferrocd"]))?;
     run(cargo().args(["build", "--release", "--package", "ferrocd-bench"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     let release = target.join("release");
     run(Command::new(release.join("ferrocd-bench"))
         .env("FERROCD_BIN", release.join("ferrocd"))

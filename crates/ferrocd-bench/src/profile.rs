@@ -30,7 +30,7 @@ impl Recording {
     /// Stops sampling and writes the flat profile (self time by symbol) next to the data;
     /// answers its path.
     pub fn finish(mut self) -> anyhow::Result<PathBuf> {
-        Command::new("kill").args(["-INT", &self.child.id().to_string()]).status()?;
+        ferrocd_test_utils::signal(&self.child, ferrocd_test_utils::Signal::INT)?;
         let status = self.child.wait()?;
         if !self.data.exists() {
             bail!("perf record wrote nothing ({status})");

@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::Signal;
+
+/// Sends `sig` to `child` (a process this harness started, so never someone else's).
+///
+/// # Errors
+/// When the process is gone.
+pub fn signal(child: &Child, sig: Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
+    let pid = pid.ok_or_else(|| std::io::Error::other("no process ID"))?;
+    rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -261,7 +273,7 @@ impl Member {
     /// Stops the process with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the member is running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = signal(&child, Signal::TERM);
         child.wait().expect("wait for the server")
     }
 
@@ -422,8 +434,7 @@ impl EtcdctlProcess {
     /// Sends it SIGINT (etcdctl's `lock` and `elect` then give up what they hold) and waits
     /// for it to exit.
     pub fn interrupt(&mut self) {
-        let status = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success(), "kill -INT failed");
+        signal(&self.child, Signal::INT).expect("send SIGINT to etcdctl");
         let _ = self.child.wait();
     }
 
