@@ -393,8 +393,11 @@ impl<H: EventHistory> WatchStream<H> {
         let read = hub.history.events(next, revision, hub.options.catch_up_events);
         let state = hub.state.lock();
         let mut queue = self.me.queue.lock();
-        if queue.watchers.get(&watch_id).and_then(|s| s.behind) != Some(next) {
-            return true; // canceled (or moved) meanwhile
+        // The same watcher (not one re-created under its ID meanwhile), still needing `next`:
+        // otherwise what was read is another watcher's, or already sent.
+        let same = queue.watchers.get(&watch_id).filter(|s| s.global == global);
+        if same.and_then(|s| s.behind) != Some(next) {
+            return true; // canceled, re-created or moved meanwhile
         }
         match read {
             Ok((events, through)) => {

@@ -18,26 +18,31 @@ use crate::{EventHistory, HistoryError, Message, Options, WatchHub, WatchStream,
 #[derive(Debug, Clone, Default)]
 struct MemHistory(Arc<Mutex<MemInner>>);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct MemInner {
     revisions: BTreeMap<i64, Vec<Event>>,
     compacted: i64,
+    /// Runs (once) in the middle of the next history read, as a concurrent request would.
+    during_read: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for MemInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemInner").field("revisions", &self.revisions).field("compacted", &self.compacted).finish()
+    }
 }
 
 impl EventHistory for MemHistory {
     fn events(&self, from: i64, to: i64, max_events: usize) -> Result<(Vec<Event>, i64), HistoryError> {
-        let inner = self.0.lock();
-        if from < inner.compacted {
-            return Err(HistoryError::Compacted);
+        let (read, hook) = {
+            let mut inner = self.0.lock();
+            (read_events(&inner, from, to, max_events), inner.during_read.take())
+        };
+        // A request of the stream's client served while this read was under way.
+        if let Some(hook) = hook {
+            hook();
         }
-        let mut out = Vec::new();
-        for (rev, events) in inner.revisions.range(from..=to) {
-            out.extend(events.iter().cloned());
-            if out.len() >= max_events {
-                return Ok((out, *rev));
-            }
-        }
-        Ok((out, to))
+        read
     }
 
     fn compact_revision(&self) -> i64 {
@@ -51,6 +56,20 @@ impl EventHistory for MemHistory {
         }
         truth_at(&inner.revisions, key, revision)
     }
+}
+
+fn read_events(inner: &MemInner, from: i64, to: i64, max_events: usize) -> Result<(Vec<Event>, i64), HistoryError> {
+    if from < inner.compacted {
+        return Err(HistoryError::Compacted);
+    }
+    let mut out = Vec::new();
+    for (rev, events) in inner.revisions.range(from..=to) {
+        out.extend(events.iter().cloned());
+        if out.len() >= max_events {
+            return Ok((out, *rev));
+        }
+    }
+    Ok((out, to))
 }
 
 fn truth_at(revisions: &BTreeMap<i64, Vec<Event>>, key: &[u8], revision: i64) -> Option<KeyValue> {
@@ -341,6 +360,34 @@ fn progress_ticks_reach_quiet_synced_watchers_that_asked() {
     assert_eq!(got.iter().filter(|m| matches!(m, Message::Progress { .. })).count(), 1);
     w.hub.progress_tick();
     assert_eq!(drain(&s).len(), 2);
+}
+
+/// A watcher canceled and created again under the same ID and start revision while its
+/// catch-up read was under way: what was read belongs to the old watcher, and the new one gets
+/// exactly its own events, from its start.
+#[test]
+fn a_watch_id_reused_during_a_history_read_gets_only_its_own_events() {
+    // A ring of one revision: catching up from revision 2 must read the history.
+    let mut w = World::new(Options { ring_revisions: 1, ..Options::default() });
+    w.put("a", "1");
+    w.put("b", "1");
+    w.put("a", "2");
+    w.put("b", "2");
+    let s = Arc::new(w.hub.stream());
+    s.create(&WatchCreateRequest { watch_id: 5, ..watch("a", "", 2) });
+    let again = Arc::clone(&s);
+    w.history.0.lock().during_read = Some(Box::new(move || {
+        again.cancel(5);
+        again.create(&WatchCreateRequest { watch_id: 5, ..watch("b", "", 2) });
+    }));
+    let got = drain(&s);
+    let recreated = got.iter().rposition(|m| matches!(m, Message::Created { watch_id: 5, .. })).unwrap();
+    assert!(got[..recreated].iter().any(|m| matches!(m, Message::Canceled { watch_id: 5, .. })), "{got:?}");
+    assert_eq!(
+        keys_and_revs(&got[recreated..]),
+        vec![(5, "b".into(), 3), (5, "b".into(), 5)],
+        "the new watcher's events, none of the old one's: {got:?}"
+    );
 }
 
 #[test]
