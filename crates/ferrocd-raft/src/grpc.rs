@@ -41,8 +41,20 @@ use openraft::raft::StreamAppendResult;
 
 const CHUNK: usize = 1 << 20;
 const IDLE: Duration = Duration::from_secs(30);
-/// Bounds one message (an AppendEntries batch of large entries).
+/// Bounds one message. An AppendEntries batch is at most about 1 MiB (the log store bounds
+/// what replication reads), but one entry can be as large as a request (`--max-request-bytes`).
 const MAX_MESSAGE: usize = 256 << 20;
+/// A pipelined append stream fails when requests wait and no answer at all has come for this
+/// many heartbeat intervals. Answers to bounded batches come every few milliseconds from a
+/// follower that keeps up; a follower catching up, or briefly starved of CPU, still answers
+/// well within this; one that is gone, paused or cut off is given up on and replication
+/// starts again from what it acknowledged.
+pub(crate) const STALL_HEARTBEATS: u32 = 10;
+/// Peer connections are pinged this often, and dropped when a ping goes unanswered for
+/// [`PEER_KEEPALIVE_TIMEOUT`]: after a partition heals, a connection that died during it is
+/// replaced within seconds rather than after TCP's retransmission backoff.
+const PEER_KEEPALIVE: Duration = Duration::from_secs(1);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The peer service of one member, to be served on its peer URLs.
 pub type PeerServer = RaftPeerServer<PeerService>;
@@ -160,8 +172,20 @@ impl RaftPeer for PeerService {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(e);
         }
-        let snapshot = Snapshot { meta, snapshot: SnapshotDir { path: dir } };
-        reply(&self.inbound.snapshot(vote, snapshot).await)
+        let snapshot = Snapshot { meta, snapshot: SnapshotDir { path: dir.clone() } };
+        // Raft adopts a snapshot it installs (moving its directory away) before it answers;
+        // one it declines (older than what this member has, from a stale leader) is dropped
+        // with the directory still here. The call runs on its own task, so a sender that goes
+        // away midway neither cancels an install nor leaves the directory behind.
+        let inbound = Arc::clone(&self.inbound);
+        let answer = tokio::spawn(async move {
+            let answer = inbound.snapshot(vote, snapshot).await;
+            if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+            answer
+        });
+        reply(&answer.await.map_err(internal)?)
     }
 }
 
@@ -243,8 +267,8 @@ impl Channels {
         let channel = Endpoint::from_shared(url.clone())
             .map_err(|e| format!("peer URL {url}: {e}"))?
             .connect_timeout(Duration::from_secs(3))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(PEER_KEEPALIVE)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
             .connect_lazy();
@@ -547,6 +571,30 @@ mod tests {
             read.push((name, data));
         }
         assert_eq!(read, [("a.meta".to_string(), b"meta".to_vec()), ("b.sst".to_string(), vec![7u8; 3 * CHUNK + 5])]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_the_receiver_declines_leaves_no_scratch_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        // The peer's Raft refuses every snapshot (as it declines one older than its state).
+        let client = peer(1, &store).await;
+        let snap = dir.path().join("snap");
+        std::fs::create_dir(&snap).unwrap();
+        std::fs::write(snap.join("data.sst"), vec![1u8; 2 * CHUNK + 3]).unwrap();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta { last_log_id: None, last_membership: Default::default() },
+            snapshot: SnapshotDir { path: snap },
+        };
+        let answer: Result<openraft::raft::SnapshotResponse<TypeConfig>, String> =
+            send_snapshot(client, Vote::new(1, 1), snapshot).await;
+        assert!(answer.is_err(), "the fake peer refuses snapshots");
+        let left: Vec<String> = std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("tmp-"))
+            .collect();
+        assert!(left.is_empty(), "scratch directories left behind: {left:?}");
     }
 
     #[tokio::test]
