@@ -11,6 +11,15 @@ use parking_lot::Mutex;
 use crate::NodeId;
 use crate::network::Inbound;
 
+/// What a message is, for links that drop only some messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Traffic {
+    /// AppendEntries: replication and heartbeats.
+    Append,
+    /// Everything else (votes, snapshots, transfers, forwarded requests).
+    Other,
+}
+
 /// Connects the members of one process.
 #[derive(Clone, Default)]
 pub struct MemRouter {
@@ -22,6 +31,8 @@ struct State {
     members: HashMap<NodeId, Arc<dyn Inbound>>,
     /// Directed links that drop every message.
     cut: HashSet<(NodeId, NodeId)>,
+    /// Directed links that drop appends (replication and heartbeats) only.
+    appends_cut: HashSet<(NodeId, NodeId)>,
     delay: Duration,
 }
 
@@ -75,9 +86,21 @@ impl MemRouter {
         }
     }
 
+    /// Drops the appends (replication and heartbeats) `from` sends to each of `to`, one way;
+    /// its votes still go through. A member cut so can win an election yet never hear a
+    /// follower acknowledge it.
+    pub fn cut_appends(&self, from: NodeId, to: &[NodeId]) {
+        let mut state = self.state.lock();
+        for &other in to {
+            state.appends_cut.insert((from, other));
+        }
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
-        self.state.lock().cut.clear();
+        let mut state = self.state.lock();
+        state.cut.clear();
+        state.appends_cut.clear();
     }
 
     /// Delays every message by `delay`.
@@ -87,13 +110,13 @@ impl MemRouter {
 
     /// The receiving side of `to`, after the link's delay; an error when the link is cut or
     /// `to` is not there.
-    pub(crate) async fn deliver(&self, from: NodeId, to: NodeId) -> Result<Arc<dyn Inbound>, String> {
+    pub(crate) async fn deliver(&self, from: NodeId, to: NodeId, traffic: Traffic) -> Result<Arc<dyn Inbound>, String> {
         let delay = self.state.lock().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let state = self.state.lock();
-        if state.cut.contains(&(from, to)) {
+        if state.cut.contains(&(from, to)) || (traffic == Traffic::Append && state.appends_cut.contains(&(from, to))) {
             return Err(format!("link {from} → {to} is cut"));
         }
         state.members.get(&to).cloned().ok_or_else(|| format!("member {to} is not reachable"))

@@ -14,7 +14,7 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
 use crate::grpc::{self, Channels};
-use crate::mem::MemRouter;
+use crate::mem::{MemRouter, Traffic};
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
 use crate::types::{TypeConfig, Vote};
@@ -293,8 +293,8 @@ enum Call {
 }
 
 impl Client {
-    async fn inbound(&self, from: NodeId, router: &MemRouter) -> Result<Arc<dyn Inbound>, String> {
-        router.deliver(from, self.to).await
+    async fn inbound(&self, from: NodeId, router: &MemRouter, traffic: Traffic) -> Result<Arc<dyn Inbound>, String> {
+        router.deliver(from, self.to, traffic).await
     }
 
     async fn append(
@@ -303,7 +303,7 @@ impl Client {
         ttl: std::time::Duration,
     ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
         match &self.kind {
-            Kind::Mem { router, from } => self.inbound(*from, router).await?.append(req).await,
+            Kind::Mem { router, from } => self.inbound(*from, router, Traffic::Append).await?.append(req).await,
             Kind::Grpc(channels) => {
                 let mut client = channels.client(&self.node)?;
                 grpc::unary(&req, ttl, |p| async move { client.append(p).await }).await
@@ -313,8 +313,12 @@ impl Client {
 
     async fn vote(&self, call: Call, ttl: std::time::Duration) -> Result<VoteResponse<TypeConfig>, String> {
         match (&self.kind, call) {
-            (Kind::Mem { router, from }, Call::Vote(req)) => self.inbound(*from, router).await?.vote(req).await,
-            (Kind::Mem { router, from }, Call::PreVote(req)) => self.inbound(*from, router).await?.pre_vote(req).await,
+            (Kind::Mem { router, from }, Call::Vote(req)) => {
+                self.inbound(*from, router, Traffic::Other).await?.vote(req).await
+            }
+            (Kind::Mem { router, from }, Call::PreVote(req)) => {
+                self.inbound(*from, router, Traffic::Other).await?.pre_vote(req).await
+            }
             (Kind::Grpc(channels), Call::Vote(req)) => {
                 let mut client = channels.client(&self.node)?;
                 grpc::unary(&req, ttl, |p| async move { client.vote(p).await }).await
@@ -332,7 +336,7 @@ impl Client {
         ttl: std::time::Duration,
     ) -> Result<TransferLeaderResponse<TypeConfig>, String> {
         match &self.kind {
-            Kind::Mem { router, from } => self.inbound(*from, router).await?.transfer_leader(req).await,
+            Kind::Mem { router, from } => self.inbound(*from, router, Traffic::Other).await?.transfer_leader(req).await,
             Kind::Grpc(channels) => {
                 let mut client = channels.client(&self.node)?;
                 grpc::unary(&req, ttl, |p| async move { client.transfer_leader(p).await }).await
@@ -342,7 +346,9 @@ impl Client {
 
     async fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> Result<SnapshotResponse<TypeConfig>, String> {
         match &self.kind {
-            Kind::Mem { router, from } => self.inbound(*from, router).await?.snapshot(vote, snapshot).await,
+            Kind::Mem { router, from } => {
+                self.inbound(*from, router, Traffic::Other).await?.snapshot(vote, snapshot).await
+            }
             Kind::Grpc(channels) => grpc::send_snapshot(channels.client(&self.node)?, vote, snapshot).await,
         }
     }
@@ -427,7 +433,7 @@ where
 {
     match kind {
         Kind::Mem { router, from } => {
-            let inbound = router.deliver(*from, to).await?;
+            let inbound = router.deliver(*from, to, Traffic::Other).await?;
             match tokio::time::timeout(timeout, in_memory(&*inbound, req)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -489,8 +495,10 @@ impl RaftNetworkV2<TypeConfig> for Client {
             Kind::Mem { .. } => return openraft::network::stream_append_sequential(self, input, option),
             Kind::Grpc(channels) => channels,
         };
-        let opened =
-            channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), option.hard_ttl()));
+        // openraft's deadline is a heartbeat interval; a stream is judged by its progress: it
+        // fails only when no answer at all comes for several of them while requests wait.
+        let stall = option.hard_ttl() * grpc::STALL_HEARTBEATS;
+        let opened = channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), stall));
         Box::pin(async move {
             let answers: AppendAnswers = opened.map_err(unreachable)?.await.map_err(unreachable)?;
             let answers: openraft::base::BoxStream<'s, _> = Box::pin(answers.map(answer_to_rpc));

@@ -124,6 +124,36 @@ pub struct RaftNode<A: Apply> {
     heartbeat_interval: Duration,
     /// Turns true once this member knows it was removed from the cluster.
     removed: tokio::sync::watch::Receiver<bool>,
+    /// Since when this member leads, and in which term (see [`track_leadership`]).
+    leading_since: Arc<parking_lot::Mutex<Option<(u64, std::time::Instant)>>>,
+}
+
+/// Records when this member became leader (term, instant) as soon as openraft reports it, so
+/// that a leader no follower has acknowledged yet is judged from the start of its term: one cut
+/// off right after its election must not count as alive forever. Ends when Raft stops.
+async fn track_leadership<A: Apply>(
+    raft: openraft::Raft<TypeConfig, StateMachine<A>>,
+    since: Arc<parking_lot::Mutex<Option<(u64, std::time::Instant)>>>,
+) {
+    let mut metrics = raft.server_metrics();
+    drop(raft);
+    loop {
+        {
+            let m = metrics.borrow_watched();
+            let mut since = since.lock();
+            if m.state == ServerState::Leader {
+                let term = m.vote.leader_id().term;
+                if since.is_none_or(|(t, _)| t != term) {
+                    *since = Some((term, std::time::Instant::now()));
+                }
+            } else {
+                *since = None;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Watches for this member's removal from the cluster (see [`RaftNode::removed`]).
@@ -261,6 +291,8 @@ impl<A: Apply> RaftNode<A> {
             router.register(id, Arc::new(Tracked { inner: raft.clone(), contact: Arc::clone(&contact) }));
         }
         let request_timeout = config.election_timeout * 5;
+        let leading_since = Arc::new(parking_lot::Mutex::new(None));
+        tokio::spawn(track_leadership(raft.clone(), Arc::clone(&leading_since)));
         let (removal, removed) = tokio::sync::watch::channel(false);
         tokio::spawn(
             Removal {
@@ -284,6 +316,7 @@ impl<A: Apply> RaftNode<A> {
             election_timeout: config.election_timeout,
             heartbeat_interval: config.heartbeat_interval,
             removed,
+            leading_since,
         })
     }
 
@@ -487,7 +520,15 @@ impl<A: Apply> RaftNode<A> {
         match metrics.state {
             ServerState::Leader => {
                 let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
-                let heard = metrics.last_quorum_acked.as_ref().is_none_or(|t| t.elapsed() <= self.election_timeout);
+                let heard = match metrics.last_quorum_acked.as_ref() {
+                    Some(acked) => acked.elapsed() <= self.election_timeout,
+                    // No acknowledgement yet in this term: alive for an election timeout from its
+                    // start (a leader not yet seen by the tracker has only just started).
+                    None => match *self.leading_since.lock() {
+                        Some((term, since)) if term == metrics.current_term => since.elapsed() <= self.election_timeout,
+                        _ => true,
+                    },
+                };
                 metrics.current_leader.filter(|_| alone || heard)
             }
             ServerState::Candidate | ServerState::Shutdown => None,

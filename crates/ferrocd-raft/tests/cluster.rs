@@ -224,3 +224,33 @@ async fn a_removed_leader_knows_it_and_the_rest_carry_on() {
     cluster.put_among(&rest, "after", "v").await.unwrap();
     assert!(rest.iter().all(|id| !cluster.members[id].node.is_removed()));
 }
+
+/// A member elected leader that never hears a follower acknowledge it (its appends are lost
+/// from the start, then it is cut off entirely) names itself leader for an election timeout
+/// from the start of its term at most, as etcd's check-quorum would have it step down: it must
+/// not keep answering as leader (lease keep-alives, say) while the others elect another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_never_acknowledged_stops_naming_itself_after_an_election_timeout() {
+    let cluster = TestCluster::new(&[1, 2, 3], 1000).await;
+    cluster.put("k", "v").await.unwrap();
+    let leader = cluster.leader().await;
+    let target = cluster.members.keys().copied().find(|&id| id != leader).unwrap();
+    let others: Vec<NodeId> = cluster.members.keys().copied().filter(|&id| id != target).collect();
+    cluster.router.cut_appends(target, &others);
+    cluster.members[&leader].node.transfer_leader(target).await.unwrap();
+    let elected = cluster.members[&target].node.wait_until(WAIT, |s| s.role == ferrocd_raft::Role::Leader).await;
+    elected.unwrap();
+    cluster.router.isolate(target);
+    let election_timeout = Duration::from_millis(150);
+    // Named at most an election timeout (plus a status refresh) after its election.
+    cluster.members[&target]
+        .node
+        .wait_until(election_timeout * 4, |s| s.leader.is_none())
+        .await
+        .expect("a leader no follower ever acknowledged still names itself");
+    // The others elect one of their own meanwhile.
+    let new = cluster.leader_among(&others).await;
+    assert_ne!(new, target);
+    cluster.router.heal();
+    cluster.put("after", "v").await.unwrap();
+}
