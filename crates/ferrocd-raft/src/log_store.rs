@@ -30,6 +30,11 @@ const PURGED: &[u8] = b"purged";
 const COMMITTED: &[u8] = b"committed";
 /// Sorts after every 8-byte index key.
 const PAST_LAST: &[u8] = &[0xff; 9];
+/// The most bytes of entries replication reads for one AppendEntries message (at least one
+/// entry however large): etcd's leader sends at most 1 MiB per append message too. A follower
+/// far behind gets many bounded messages, each acknowledged on its own, so it makes progress
+/// however large its backlog — never one message it cannot take in before the answer is due.
+pub(crate) const MAX_APPEND_BYTES: usize = 1 << 20;
 
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -64,23 +69,26 @@ impl<E: Engine> LogReader<E> {
         }
     }
 
-    fn entries(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
+    /// The entries from `start` up to `end` (exclusive; `None`: to the last), stopping early
+    /// once `max_bytes` of encoded entries are read (always at least one entry).
+    fn entries(&self, start: u64, end: Option<u64>, max_bytes: usize) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let end_key = end.map(key);
         let mut failed = None;
+        let mut read = |value: &[u8]| match decode::<Entry>(value) {
+            Ok(entry) => {
+                out.push(entry);
+                bytes = bytes.saturating_add(value.len());
+                Ok(if bytes >= max_bytes { Scan::Stop } else { Scan::Continue })
+            }
+            Err(e) => {
+                failed = Some(e);
+                Ok(Scan::Stop)
+            }
+        };
         self.engine
-            .scan(LOG, &key(start), end_key.as_ref().map(|k| &k[..]), false, &mut |_, value| match decode::<Entry>(
-                value,
-            ) {
-                Ok(entry) => {
-                    out.push(entry);
-                    Ok(Scan::Continue)
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    Ok(Scan::Stop)
-                }
-            })
+            .scan(LOG, &key(start), end_key.as_ref().map(|k| &k[..]), false, &mut |_, value| read(value))
             .map_err(engine_err)?;
         match failed {
             Some(e) => Err(e),
@@ -115,7 +123,13 @@ impl<E: Engine> RaftLogReader<TypeConfig> for LogReader<E> {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        self.entries(start, end)
+        self.entries(start, end, usize::MAX)
+    }
+
+    /// What replication sends in one message: a prefix of `[start, end)` of at most
+    /// [`MAX_APPEND_BYTES`] (at least one entry).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.entries(start, Some(end), MAX_APPEND_BYTES)
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -221,5 +235,47 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         batch.delete_range(LOG, key(0).to_vec(), key(upto.index + 1).to_vec());
         // Unsynced: a purge lost in a crash leaves entries that are purged again.
         self.engine().write(batch, false).map_err(engine_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrocd_engine::MemEngine;
+    use openraft::entry::RaftEntry as _;
+    use openraft::vote::leader_id_std::CommittedLeaderId;
+
+    use super::*;
+    use crate::types::Command;
+
+    /// A store holding entries 1..=sizes.len(), entry i carrying a command of `sizes[i-1]` bytes.
+    async fn store_with(sizes: &[usize]) -> LogStore<MemEngine> {
+        let engine = Arc::new(MemEngine::new(crate::BUCKETS));
+        let mut batch = WriteBatch::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let index = i as u64 + 1;
+            let log_id = LogId::new(CommittedLeaderId::new(1), index);
+            let entry = Entry::new_normal(log_id, Command(vec![7; *size]));
+            batch.put(LOG, key(index), encode(&entry).unwrap());
+        }
+        engine.write(batch, true).unwrap();
+        LogStore::new(engine).unwrap()
+    }
+
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes_and_never_empty() {
+        let mut log = store_with(&[300 << 10; 10]).await;
+        let mut reader = log.get_log_reader().await;
+        // 300 KiB entries: the fourth passes 1 MiB, and is the last one read.
+        let limited = reader.limited_get_log_entries(1, 11).await.unwrap();
+        assert_eq!(limited.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        // The full read is not limited.
+        assert_eq!(reader.try_get_log_entries(1..11).await.unwrap().len(), 10);
+        // The end of the range still bounds it.
+        assert_eq!(reader.limited_get_log_entries(9, 11).await.unwrap().len(), 2);
+
+        // One entry larger than the bound is still sent, alone.
+        let mut log = store_with(&[3 << 20, 10]).await;
+        let mut reader = log.get_log_reader().await;
+        assert_eq!(reader.limited_get_log_entries(1, 3).await.unwrap().len(), 1);
     }
 }
