@@ -156,31 +156,22 @@ fn refuse_if_mounted(root: &Path) -> Result {
     Ok(())
 }
 
-/// The workspace's files as a clean clone has them plus uncommitted changes: tracked and
-/// untracked files that are not ignored (no `target/`, no data dirs).
+/// The workspace as a clean clone of it has it: the committed tree (`git archive HEAD`), so
+/// what is proved is what others get, never an edit in progress.
 fn copy_workspace(dest: &Path) -> Result {
-    let root = workspace_root();
-    let out = Command::new("git")
-        .current_dir(&root)
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .output()
-        .map_err(|e| format!("git ls-files: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("git ls-files failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let mut copied = 0;
-    for name in out.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let rel = PathBuf::from(String::from_utf8_lossy(name).into_owned());
-        let from = root.join(&rel);
-        if !from.is_file() {
-            continue; // deleted in the working tree
-        }
-        let to = dest.join(&rel);
-        std::fs::create_dir_all(to.parent().expect("a file has a parent")).map_err(|e| e.to_string())?;
-        std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", rel.display()))?;
-        copied += 1;
-    }
-    eprintln!("xtask clean-room: {copied} files of the workspace copied to /src");
+    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    let archive = Command::new("git")
+        .current_dir(workspace_root())
+        .args(["archive", "--format=tar", "HEAD"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("git archive: {e}"))?;
+    let mut untar = Command::new("tar");
+    untar.arg("-x").arg("-C").arg(dest).stdin(archive.stdout.ok_or("git archive's output")?);
+    run(&mut untar)?;
+    let head = Command::new("git").current_dir(workspace_root()).args(["rev-parse", "--short", "HEAD"]).output();
+    let head = head.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    eprintln!("xtask clean-room: the committed tree ({head}) copied to /src");
     Ok(())
 }
 
