@@ -283,21 +283,57 @@ impl Channels {
     }
 }
 
+/// Why an RPC to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RpcError {
+    /// No answer in time (the peer may be paused, slow, or cut off without a reset).
+    Timeout(String),
+    /// The connection could not be made or broke: the peer is down or unreachable.
+    Transport(String),
+    /// The peer answered with an error.
+    Remote(String),
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(e) | Self::Transport(e) | Self::Remote(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<RpcError> for String {
+    fn from(e: RpcError) -> Self {
+        e.to_string()
+    }
+}
+
+/// Whether a status a call ended with came from the connection rather than from the peer's
+/// service (which answers every request with a payload, or `InvalidArgument`/`Internal`).
+fn transport_failure(status: &Status) -> bool {
+    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+}
+
 /// Sends one unary RPC: encodes `req`, calls, decodes the remote result.
-pub(crate) async fn unary<Req, Resp, F, Fut>(req: &Req, timeout: Duration, call: F) -> Result<Resp, String>
+pub(crate) async fn unary<Req, Resp, F, Fut>(req: &Req, timeout: Duration, call: F) -> Result<Resp, RpcError>
 where
     Req: Serialize,
     Resp: DeserializeOwned,
     F: FnOnce(Payload) -> Fut,
     Fut: Future<Output = Result<Response<Payload>, Status>>,
 {
-    let payload = Payload { data: encode(req).map_err(|e| e.to_string())? };
+    let payload = Payload { data: encode(req).map_err(|e| RpcError::Remote(e.to_string()))? };
     let response = match tokio::time::timeout(timeout, call(payload)).await {
-        Ok(response) => response.map_err(|s| format!("{}: {}", s.code(), s.message()))?,
-        Err(_) => return Err(format!("no answer within {timeout:?}")),
+        Ok(Ok(response)) => response,
+        Ok(Err(s)) => {
+            let e = format!("{}: {}", s.code(), s.message());
+            return Err(if transport_failure(&s) { RpcError::Transport(e) } else { RpcError::Remote(e) });
+        }
+        Err(_) => return Err(RpcError::Timeout(format!("no answer within {timeout:?}"))),
     };
-    let result: Result<Resp, String> = decode(&response.into_inner().data).map_err(|e| e.to_string())?;
-    result
+    let result: Result<Resp, String> =
+        decode(&response.into_inner().data).map_err(|e| RpcError::Remote(e.to_string()))?;
+    result.map_err(RpcError::Remote)
 }
 
 /// How a pipelined append stream is doing: requests sent, answers received, and since when

@@ -34,7 +34,7 @@ use ferrocd_engine::Bucket;
 use serde::{Deserialize, Serialize};
 
 pub use network::Network;
-pub use node::{Error, RaftConfig, RaftNode, Role, Status};
+pub use node::{Error, RaftConfig, RaftNode, Role, Status, TimeoutCause};
 pub use snapshot::SnapshotDir;
 
 /// A member's ID (etcd's member IDs are u64 too).

@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
-use crate::grpc::{self, Channels};
+use crate::grpc::{self, Channels, RpcError};
 use crate::mem::{MemRouter, Traffic};
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
@@ -31,6 +31,41 @@ pub(crate) type AppendAnswers = futures::stream::BoxStream<'static, Result<Strea
 #[derive(Debug, Clone)]
 pub struct Network {
     pub(crate) kind: Kind,
+    pub(crate) links: Links,
+}
+
+/// Since when the connection to each peer has been up, as this member's requests found it:
+/// answered (even with an error) means up, a connection that could not be made or broke means
+/// down, and a request that went unanswered says nothing (a paused peer keeps its
+/// connections). etcd tells a request that timed out "possibly due to connection lost" from
+/// this.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links(Arc<parking_lot::Mutex<std::collections::HashMap<NodeId, Option<std::time::Instant>>>>);
+
+impl Links {
+    fn record<T>(&self, to: NodeId, result: &Result<T, RpcError>) {
+        let mut links = self.0.lock();
+        match result {
+            Ok(_) | Err(RpcError::Remote(_)) => {
+                links.entry(to).or_insert(None).get_or_insert_with(std::time::Instant::now);
+            }
+            Err(RpcError::Transport(_)) => {
+                links.insert(to, None);
+            }
+            Err(RpcError::Timeout(_)) => {}
+        }
+    }
+
+    /// Whether the connection to `to` has stayed up since `since`, as far as this member saw:
+    /// not if it was found down, or came up again after `since`; a peer never contacted counts
+    /// as connected (no lost connection was seen).
+    pub(crate) fn connected_since(&self, to: NodeId, since: std::time::Instant) -> bool {
+        match self.0.lock().get(&to) {
+            None => true,
+            Some(None) => false,
+            Some(Some(up)) => *up <= since,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,13 +79,13 @@ pub(crate) enum Kind {
 impl Network {
     /// In-process messages through `router`, sent as member `from`.
     pub fn mem(router: &MemRouter, from: NodeId) -> Self {
-        Self { kind: Kind::Mem { router: router.clone(), from } }
+        Self { kind: Kind::Mem { router: router.clone(), from }, links: Links::default() }
     }
 
     /// gRPC to the members' peer URLs (serve [`crate::RaftNode::peer_service`] on this
     /// member's).
     pub fn grpc() -> Self {
-        Self { kind: Kind::Grpc(Channels::default()) }
+        Self { kind: Kind::Grpc(Channels::default()), links: Links::default() }
     }
 }
 
@@ -282,6 +317,7 @@ impl<I: Inbound> Inbound for Tracked<I> {
 /// A connection to one peer.
 pub(crate) struct Client {
     kind: Kind,
+    links: Links,
     to: NodeId,
     node: Node,
 }
@@ -293,8 +329,14 @@ enum Call {
 }
 
 impl Client {
-    async fn inbound(&self, from: NodeId, router: &MemRouter, traffic: Traffic) -> Result<Arc<dyn Inbound>, String> {
-        router.deliver(from, self.to, traffic).await
+    async fn inbound(&self, from: NodeId, router: &MemRouter, traffic: Traffic) -> Result<Arc<dyn Inbound>, RpcError> {
+        router.deliver(from, self.to, traffic).await.map_err(RpcError::Transport)
+    }
+
+    /// Records how the connection fared, and answers the result as openraft's error text.
+    fn noted<T>(&self, result: Result<T, RpcError>) -> Result<T, String> {
+        self.links.record(self.to, &result);
+        result.map_err(String::from)
     }
 
     async fn append(
@@ -302,32 +344,38 @@ impl Client {
         req: AppendEntriesRequest<TypeConfig>,
         ttl: std::time::Duration,
     ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
-        match &self.kind {
-            Kind::Mem { router, from } => self.inbound(*from, router, Traffic::Append).await?.append(req).await,
-            Kind::Grpc(channels) => {
-                let mut client = channels.client(&self.node)?;
-                grpc::unary(&req, ttl, |p| async move { client.append(p).await }).await
-            }
-        }
+        let result = match &self.kind {
+            Kind::Mem { router, from } => match self.inbound(*from, router, Traffic::Append).await {
+                Ok(inbound) => inbound.append(req).await.map_err(RpcError::Remote),
+                Err(e) => Err(e),
+            },
+            Kind::Grpc(channels) => match channels.client(&self.node) {
+                Ok(mut client) => grpc::unary(&req, ttl, |p| async move { client.append(p).await }).await,
+                Err(e) => Err(RpcError::Transport(e)),
+            },
+        };
+        self.noted(result)
     }
 
     async fn vote(&self, call: Call, ttl: std::time::Duration) -> Result<VoteResponse<TypeConfig>, String> {
-        match (&self.kind, call) {
-            (Kind::Mem { router, from }, Call::Vote(req)) => {
-                self.inbound(*from, router, Traffic::Other).await?.vote(req).await
-            }
-            (Kind::Mem { router, from }, Call::PreVote(req)) => {
-                self.inbound(*from, router, Traffic::Other).await?.pre_vote(req).await
-            }
-            (Kind::Grpc(channels), Call::Vote(req)) => {
-                let mut client = channels.client(&self.node)?;
-                grpc::unary(&req, ttl, |p| async move { client.vote(p).await }).await
-            }
-            (Kind::Grpc(channels), Call::PreVote(req)) => {
-                let mut client = channels.client(&self.node)?;
-                grpc::unary(&req, ttl, |p| async move { client.pre_vote(p).await }).await
-            }
-        }
+        let result = match &self.kind {
+            Kind::Mem { router, from } => match self.inbound(*from, router, Traffic::Other).await {
+                Ok(inbound) => match call {
+                    Call::Vote(req) => inbound.vote(req).await,
+                    Call::PreVote(req) => inbound.pre_vote(req).await,
+                }
+                .map_err(RpcError::Remote),
+                Err(e) => Err(e),
+            },
+            Kind::Grpc(channels) => match channels.client(&self.node) {
+                Ok(mut client) => match call {
+                    Call::Vote(req) => grpc::unary(&req, ttl, |p| async move { client.vote(p).await }).await,
+                    Call::PreVote(req) => grpc::unary(&req, ttl, |p| async move { client.pre_vote(p).await }).await,
+                },
+                Err(e) => Err(RpcError::Transport(e)),
+            },
+        };
+        self.noted(result)
     }
 
     async fn transfer_leader(
@@ -335,13 +383,17 @@ impl Client {
         req: TransferLeaderRequest<TypeConfig>,
         ttl: std::time::Duration,
     ) -> Result<TransferLeaderResponse<TypeConfig>, String> {
-        match &self.kind {
-            Kind::Mem { router, from } => self.inbound(*from, router, Traffic::Other).await?.transfer_leader(req).await,
-            Kind::Grpc(channels) => {
-                let mut client = channels.client(&self.node)?;
-                grpc::unary(&req, ttl, |p| async move { client.transfer_leader(p).await }).await
-            }
-        }
+        let result = match &self.kind {
+            Kind::Mem { router, from } => match self.inbound(*from, router, Traffic::Other).await {
+                Ok(inbound) => inbound.transfer_leader(req).await.map_err(RpcError::Remote),
+                Err(e) => Err(e),
+            },
+            Kind::Grpc(channels) => match channels.client(&self.node) {
+                Ok(mut client) => grpc::unary(&req, ttl, |p| async move { client.transfer_leader(p).await }).await,
+                Err(e) => Err(RpcError::Transport(e)),
+            },
+        };
+        self.noted(result)
     }
 
     async fn snapshot(&self, vote: Vote, snapshot: Snapshot) -> Result<SnapshotResponse<TypeConfig>, String> {
@@ -356,13 +408,13 @@ impl Client {
 
 /// Asks member `to` (the leader, as far as the caller knows) for a read index.
 pub(crate) async fn read_index(
-    kind: &Kind,
+    network: &Network,
     to: NodeId,
     node: &Node,
     timeout: std::time::Duration,
-) -> Result<ReadIndex, String> {
+) -> Result<ReadIndex, RpcError> {
     ask(
-        kind,
+        network,
         to,
         node,
         timeout,
@@ -375,14 +427,14 @@ pub(crate) async fn read_index(
 
 /// Hands `command` to member `to` (the leader, as far as the caller knows) to propose.
 pub(crate) async fn submit(
-    kind: &Kind,
+    network: &Network,
     to: NodeId,
     node: &Node,
     command: Vec<u8>,
     timeout: std::time::Duration,
-) -> Result<Submitted, String> {
+) -> Result<Submitted, RpcError> {
     ask(
-        kind,
+        network,
         to,
         node,
         timeout,
@@ -396,14 +448,14 @@ pub(crate) async fn submit(
 /// Asks member `to` (the leader, as far as the caller knows) whether member `id` is still in
 /// the cluster.
 pub(crate) async fn is_member(
-    kind: &Kind,
+    network: &Network,
     to: NodeId,
     node: &Node,
     id: NodeId,
     timeout: std::time::Duration,
-) -> Result<MemberCheck, String> {
+) -> Result<MemberCheck, RpcError> {
     ask(
-        kind,
+        network,
         to,
         node,
         timeout,
@@ -417,33 +469,35 @@ pub(crate) async fn is_member(
 /// One request to member `to`, answered within `timeout`: in memory through its [`Inbound`],
 /// over gRPC as an encoded payload.
 async fn ask<Req, Resp, G, Fut>(
-    kind: &Kind,
+    network: &Network,
     to: NodeId,
     node: &Node,
     timeout: std::time::Duration,
     req: Req,
     in_memory: impl FnOnce(&dyn Inbound, Req) -> BoxFuture<Resp>,
     over_grpc: G,
-) -> Result<Resp, String>
+) -> Result<Resp, RpcError>
 where
     Req: serde::Serialize,
     Resp: serde::de::DeserializeOwned,
     G: FnOnce(grpc::RaftPeerClient<tonic::transport::Channel>, grpc::Payload) -> Fut,
     Fut: Future<Output = Result<tonic::Response<grpc::Payload>, tonic::Status>>,
 {
-    match kind {
-        Kind::Mem { router, from } => {
-            let inbound = router.deliver(*from, to, Traffic::Other).await?;
-            match tokio::time::timeout(timeout, in_memory(&*inbound, req)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            }
-        }
-        Kind::Grpc(channels) => {
-            let client = channels.client(node)?;
-            grpc::unary(&req, timeout, |p| over_grpc(client, p)).await
-        }
-    }
+    let result = match &network.kind {
+        Kind::Mem { router, from } => match router.deliver(*from, to, Traffic::Other).await {
+            Ok(inbound) => match tokio::time::timeout(timeout, in_memory(&*inbound, req)).await {
+                Ok(answer) => answer.map_err(RpcError::Remote),
+                Err(_) => Err(RpcError::Timeout(format!("no answer within {timeout:?}"))),
+            },
+            Err(e) => Err(RpcError::Transport(e)),
+        },
+        Kind::Grpc(channels) => match channels.client(node) {
+            Ok(client) => grpc::unary(&req, timeout, |p| over_grpc(client, p)).await,
+            Err(e) => Err(RpcError::Transport(e)),
+        },
+    };
+    network.links.record(to, &result);
+    result
 }
 
 type BoxStreamFuture<'s> = openraft::base::BoxFuture<
@@ -468,7 +522,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Client {
-        Client { kind: self.kind.clone(), to: target, node: node.clone() }
+        Client { kind: self.kind.clone(), links: self.links.clone(), to: target, node: node.clone() }
     }
 }
 

@@ -30,16 +30,26 @@ pub struct RaftConfig {
     pub snapshot_count: u64,
     /// Where snapshots are kept.
     pub snapshot_dir: PathBuf,
+    /// How long a proposal, a read barrier or a membership change may take before it fails
+    /// with [`Error::Timeout`] (etcd: 5 s plus two election timeouts).
+    pub request_timeout: Duration,
 }
 
 impl RaftConfig {
-    /// etcd's defaults, with snapshots in `snapshot_dir`.
+    /// etcd's request timeout for an election timeout: 5 s plus two election timeouts.
+    pub fn etcd_request_timeout(election_timeout: Duration) -> Duration {
+        Duration::from_secs(5) + election_timeout * 2
+    }
+
+    /// etcd's defaults, with snapshots in `snapshot_dir`. Whoever changes the election
+    /// timeout sets the request timeout too (see [`Self::etcd_request_timeout`]).
     pub fn new(snapshot_dir: impl Into<PathBuf>) -> Self {
         Self {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 10_000,
             snapshot_dir: snapshot_dir.into(),
+            request_timeout: Duration::from_secs(7),
         }
     }
 }
@@ -56,9 +66,9 @@ pub enum Error {
     /// Another membership change has not finished yet.
     #[error("a membership change is in progress")]
     ChangeInProgress,
-    /// The leader did not answer, or this member did not catch up, in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
+    /// The request did not complete in time: its outcome is unknown.
+    #[error("timed out ({cause:?}): {detail}")]
+    Timeout { cause: TimeoutCause, detail: String },
     /// The member is not in the cluster (or not a learner, for a promotion).
     #[error("member {0} not found")]
     MemberNotFound(NodeId),
@@ -72,6 +82,23 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What a timed-out request likely ran into (etcd tells its clients which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutCause {
+    /// Nothing this member could tell (etcd: "request timed out").
+    Unknown,
+    /// A new leader was elected shortly after the request began: the previous one failed
+    /// (etcd: "possibly due to previous leader failure").
+    LeaderFailure,
+    /// The connection to the leader (or, on the leader, to a quorum) broke while it waited
+    /// (etcd: "possibly due to connection lost").
+    ConnectionLost,
+}
+
+fn timeout(cause: TimeoutCause, detail: impl Into<String>) -> Error {
+    Error::Timeout { cause, detail: detail.into() }
 }
 
 /// A member's role.
@@ -124,30 +151,47 @@ pub struct RaftNode<A: Apply> {
     heartbeat_interval: Duration,
     /// Turns true once this member knows it was removed from the cluster.
     removed: tokio::sync::watch::Receiver<bool>,
-    /// Since when this member leads, and in which term (see [`track_leadership`]).
-    leading_since: Arc<parking_lot::Mutex<Option<(u64, std::time::Instant)>>>,
+    /// When leadership changed, as this member saw it (see [`track_leadership`]).
+    leadership: Arc<parking_lot::Mutex<Leadership>>,
 }
 
-/// Records when this member became leader (term, instant) as soon as openraft reports it, so
-/// that a leader no follower has acknowledged yet is judged from the start of its term: one cut
-/// off right after its election must not count as alive forever. Ends when Raft stops.
+/// When leadership last changed, as this member saw it.
+#[derive(Debug, Default)]
+struct Leadership {
+    /// Since when this member leads, and in which term.
+    leading_since: Option<(u64, std::time::Instant)>,
+    /// The leader last seen elected (its ID and term), and when this member learned of it.
+    elected: Option<((NodeId, u64), std::time::Instant)>,
+}
+
+/// Records leadership changes as soon as openraft reports them: when this member became leader
+/// (a leader no follower has acknowledged yet is judged from the start of its term: one cut off
+/// right after its election must not count as alive forever), and when any new leader was
+/// elected (a request that timed out just before tells its client the previous leader failed).
+/// Ends when Raft stops.
 async fn track_leadership<A: Apply>(
     raft: openraft::Raft<TypeConfig, StateMachine<A>>,
-    since: Arc<parking_lot::Mutex<Option<(u64, std::time::Instant)>>>,
+    seen: Arc<parking_lot::Mutex<Leadership>>,
 ) {
     let mut metrics = raft.server_metrics();
     drop(raft);
     loop {
         {
             let m = metrics.borrow_watched();
-            let mut since = since.lock();
+            let mut seen = seen.lock();
+            let term = m.vote.leader_id().term;
+            let now = std::time::Instant::now();
             if m.state == ServerState::Leader {
-                let term = m.vote.leader_id().term;
-                if since.is_none_or(|(t, _)| t != term) {
-                    *since = Some((term, std::time::Instant::now()));
+                if seen.leading_since.is_none_or(|(t, _)| t != term) {
+                    seen.leading_since = Some((term, now));
                 }
             } else {
-                *since = None;
+                seen.leading_since = None;
+            }
+            if let Some(leader) = m.current_leader
+                && seen.elected.is_none_or(|(who, _)| who != (leader, term))
+            {
+                seen.elected = Some(((leader, term), now));
             }
         }
         if metrics.changed().await.is_err() {
@@ -160,7 +204,7 @@ async fn track_leadership<A: Apply>(
 struct Removal<A: Apply> {
     id: NodeId,
     raft: openraft::Raft<TypeConfig, StateMachine<A>>,
-    network: Kind,
+    network: Network,
     contact: Arc<crate::network::Contact>,
     election_timeout: Duration,
 }
@@ -290,15 +334,15 @@ impl<A: Apply> RaftNode<A> {
         if let Kind::Mem { router, .. } = &network.kind {
             router.register(id, Arc::new(Tracked { inner: raft.clone(), contact: Arc::clone(&contact) }));
         }
-        let request_timeout = config.election_timeout * 5;
-        let leading_since = Arc::new(parking_lot::Mutex::new(None));
-        tokio::spawn(track_leadership(raft.clone(), Arc::clone(&leading_since)));
+        let request_timeout = config.request_timeout;
+        let leadership = Arc::new(parking_lot::Mutex::new(Leadership::default()));
+        tokio::spawn(track_leadership(raft.clone(), Arc::clone(&leadership)));
         let (removal, removed) = tokio::sync::watch::channel(false);
         tokio::spawn(
             Removal {
                 id,
                 raft: raft.clone(),
-                network: network.kind.clone(),
+                network: network.clone(),
                 contact: Arc::clone(&contact),
                 election_timeout: config.election_timeout,
             }
@@ -316,7 +360,7 @@ impl<A: Apply> RaftNode<A> {
             election_timeout: config.election_timeout,
             heartbeat_interval: config.heartbeat_interval,
             removed,
-            leading_since,
+            leadership,
         })
     }
 
@@ -351,10 +395,12 @@ impl<A: Apply> RaftNode<A> {
     /// applied on this member (the leader).
     ///
     /// # Errors
-    /// [`Error::NotLeader`] on a follower (nothing was appended); [`Error::Discarded`] when the
-    /// outcome is unknown.
+    /// [`Error::NotLeader`] on a follower (nothing was appended); [`Error::Discarded`] or
+    /// [`Error::Timeout`] (after the request timeout) when the outcome is unknown.
     pub async fn propose(&self, command: Vec<u8>) -> Result<A::Response, Error> {
-        let written = self.raft.client_write(crate::types::Command(command)).await.map_err(write_error)?;
+        let started = std::time::Instant::now();
+        let write = async { self.raft.client_write(crate::types::Command(command)).await.map_err(write_error) };
+        let written = self.within(started, "proposal", write).await?;
         let reply = written.data.0.ok_or_else(|| Error::Stopped("the state machine gave no response".into()))?;
         reply
             .downcast::<A::Response>()
@@ -370,58 +416,152 @@ impl<A: Apply> RaftNode<A> {
     /// [`Error::NotLeader`] when no leader is known; [`Error::Discarded`] or
     /// [`Error::Timeout`] when the outcome is unknown.
     pub async fn submit(&self, command: Vec<u8>) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         let status = self.status();
         if status.leader == Some(self.id) {
-            return self.raft.client_write(crate::types::Command(command)).await.map(drop).map_err(write_error);
+            let write = async { self.raft.client_write(crate::types::Command(command)).await.map_err(write_error) };
+            return self.within(started, "proposal", write).await.map(drop);
         }
-        let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
-        let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));
-        let node = node.cloned().ok_or(Error::NotLeader { leader: None })?;
-        match network::submit(&self.network.kind, leader, &node, command, self.request_timeout).await {
+        let (leader, node) = self.leader_node(&status)?;
+        match network::submit(&self.network, leader, &node, command, self.request_timeout).await {
             Ok(Submitted::Applied) => Ok(()),
             Ok(Submitted::NotLeader(leader)) => Err(Error::NotLeader { leader }),
             Ok(Submitted::Unknown(_)) => Err(Error::Discarded),
-            Err(e) => Err(Error::Timeout(format!("handing a command to leader {leader}: {e}"))),
+            Err(e) => Err(self.timed_out(started, format!("handing a command to leader {leader}: {e}"))),
         }
+    }
+
+    /// The leader `status` names, with how to reach it.
+    fn leader_node(&self, status: &Status) -> Result<(NodeId, Node), Error> {
+        let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
+        let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));
+        Ok((leader, node.cloned().ok_or(Error::NotLeader { leader: None })?))
     }
 
     /// A read barrier (ReadIndex): returns once the leader has confirmed its leadership with a
     /// quorum and this member (leader or follower) has applied everything committed before the
     /// call; reads of local state after it are linearizable. A follower asks the leader for the
-    /// index over the peer transport. Answers the applied index.
+    /// index over the peer transport. Answers the applied index. The whole of it takes at most
+    /// the request timeout.
     ///
     /// # Errors
     /// [`Error::NotLeader`] when no leader is known (or the one asked has stepped down);
     /// [`Error::NoQuorum`]; [`Error::Timeout`] when the leader does not answer or this member
     /// does not catch up in time.
     pub async fn read_barrier(&self) -> Result<u64, Error> {
+        let started = std::time::Instant::now();
         let status = self.status();
         let index = if status.leader == Some(self.id) {
-            match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
-                Ok((read, _)) => read.index(),
-                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                    return Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) });
+            let confirm = async {
+                match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                    Ok((read, _)) => Ok(read.index()),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                        Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+                    }
+                    Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(Error::NoQuorum),
+                    Err(RaftError::Fatal(f)) => Err(stopped(f)),
                 }
-                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => return Err(Error::NoQuorum),
-                Err(RaftError::Fatal(f)) => return Err(stopped(f)),
-            }
+            };
+            self.within(started, "confirming leadership for a read", confirm).await?
         } else {
-            let leader = status.leader.ok_or(Error::NotLeader { leader: None })?;
-            let node = status.members.voters.get(&leader).or_else(|| status.members.learners.get(&leader));
-            let node = node.cloned().ok_or(Error::NotLeader { leader: None })?;
-            match network::read_index(&self.network.kind, leader, &node, self.request_timeout).await {
+            let (leader, node) = self.leader_node(&status)?;
+            match network::read_index(&self.network, leader, &node, self.request_timeout).await {
                 Ok(ReadIndex::Ready(index)) => index,
                 Ok(ReadIndex::NotLeader(leader)) => return Err(Error::NotLeader { leader }),
                 Ok(ReadIndex::NoQuorum) => return Err(Error::NoQuorum),
-                Err(e) => return Err(Error::Timeout(format!("asking leader {leader} for a read index: {e}"))),
+                Err(e) => {
+                    return Err(self.timed_out(started, format!("asking leader {leader} for a read index: {e}")));
+                }
             }
         };
-        match self.wait_until(self.request_timeout, |s| s.applied >= index || s.role == Role::Stopped).await {
+        self.applied_up_to(started, index).await
+    }
+
+    /// Waits until this member has applied `index`, up to the request timeout counted from
+    /// `started`; answers the applied index.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Stopped`] when Raft stops.
+    pub async fn applied_up_to(&self, started: std::time::Instant, index: u64) -> Result<u64, Error> {
+        let left = (started + self.request_timeout).saturating_duration_since(std::time::Instant::now());
+        match self.wait_until(left, |s| s.applied >= index || s.role == Role::Stopped).await {
             Ok(s) if s.role == Role::Stopped => Err(Error::Stopped("raft stopped".into())),
             Ok(s) => Ok(s.applied),
-            Err(Error::Stopped(e)) if self.status().role != Role::Stopped => Err(Error::Timeout(e)),
+            Err(Error::Stopped(e)) if self.status().role != Role::Stopped => {
+                Err(self.timed_out(started, format!("applying up to {index}: {e}")))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// On the leader: the index up to which this member must apply before it answers from
+    /// its own state what every committed entry may have changed (etcd's wait for the applied
+    /// index), confirmed by the leader's lease rather than a round trip when it can be: at least
+    /// the first entry of its own term, so whatever earlier leaders committed is included.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`]; [`Error::NoQuorum`]; [`Error::Timeout`].
+    pub async fn leader_read_index(&self) -> Result<u64, Error> {
+        let started = std::time::Instant::now();
+        let confirm = async {
+            match self.raft.get_read_log_id(ReadPolicy::LeaseRead).await {
+                Ok((read, _)) => Ok(read.index()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    Err(Error::NotLeader { leader: f.leader_id.zip(f.leader_node) })
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(Error::NoQuorum),
+                Err(RaftError::Fatal(f)) => Err(stopped(f)),
+            }
+        };
+        let index = self.within(started, "confirming leadership", confirm).await?;
+        self.applied_up_to(started, index).await
+    }
+
+    /// Runs `op` for what is left of the request timeout counted from `started`; a request
+    /// still running then fails with [`Error::Timeout`] (its outcome unknown).
+    async fn within<T>(
+        &self,
+        started: std::time::Instant,
+        what: &str,
+        op: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let left = (started + self.request_timeout).saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, op).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out(started, format!("{what}: no outcome within {:?}", self.request_timeout))),
+        }
+    }
+
+    /// A request begun at `started` timed out: the error, with why, as etcd tells it.
+    pub fn timed_out(&self, started: std::time::Instant, detail: impl Into<String>) -> Error {
+        timeout(self.timeout_cause(started), detail)
+    }
+
+    /// etcd's reading of a timeout: a leader elected within two election timeouts after the
+    /// request began means the previous one failed; a connection to the leader (or, on the
+    /// leader, to a quorum of voters) that broke since it began means the connection was lost.
+    fn timeout_cause(&self, started: std::time::Instant) -> TimeoutCause {
+        if let Some((_, elected)) = self.leadership.lock().elected {
+            let previous_lost = elected.checked_sub(self.election_timeout * 2);
+            if started < elected && previous_lost.is_none_or(|lost| started > lost) {
+                return TimeoutCause::LeaderFailure;
+            }
+        }
+        let (leader, voters): (Option<NodeId>, Vec<NodeId>) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.membership_config.membership().voter_ids().collect())
+        };
+        let links = &self.network.links;
+        let lost = match leader {
+            None => false,
+            Some(me) if me == self.id => {
+                let connected = voters.iter().filter(|&&v| v == self.id || links.connected_since(v, started)).count();
+                connected <= voters.len() / 2
+            }
+            Some(other) => !links.connected_since(other, started),
+        };
+        if lost { TimeoutCause::ConnectionLost } else { TimeoutCause::Unknown }
     }
 
     /// Adds `id` as a learner (it receives the log but does not vote); returns once the change
@@ -430,8 +570,12 @@ impl<A: Apply> RaftNode<A> {
     /// # Errors
     /// [`Error::NotLeader`]; [`Error::ChangeInProgress`].
     pub async fn add_learner(&self, id: NodeId, node: Node) -> Result<(), Error> {
-        let _one = self.changes.lock().await;
-        self.raft.add_learner(id, node, false).await.map_err(write_error).map(drop)
+        let started = std::time::Instant::now();
+        let change = async {
+            let _one = self.changes.lock().await;
+            self.raft.add_learner(id, node, false).await.map_err(write_error).map(drop)
+        };
+        self.within(started, "adding a learner", change).await
     }
 
     /// Makes learner `id` a voter (through joint consensus).
@@ -439,6 +583,17 @@ impl<A: Apply> RaftNode<A> {
     /// # Errors
     /// [`Error::MemberNotFound`] when `id` is not a learner; [`Error::NotLeader`].
     pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        self.within(started, "promoting a learner", self.promote_eventually(id)).await
+    }
+
+    /// As [`Self::promote`], without a deadline: the change completes once the new voter runs
+    /// (joint consensus needs a quorum of the new configuration too, which a voter added to a
+    /// one-member cluster is half of).
+    ///
+    /// # Errors
+    /// As [`Self::promote`], but never a timeout.
+    pub async fn promote_eventually(&self, id: NodeId) -> Result<(), Error> {
         let _one = self.changes.lock().await;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -452,16 +607,20 @@ impl<A: Apply> RaftNode<A> {
     /// # Errors
     /// [`Error::MemberNotFound`]; [`Error::NotLeader`].
     pub async fn update(&self, id: NodeId, node: Node) -> Result<(), Error> {
-        let _one = self.changes.lock().await;
-        let members = self.status().members;
-        if !members.voters.contains_key(&id) && !members.learners.contains_key(&id) {
-            return Err(Error::MemberNotFound(id));
-        }
-        self.raft
-            .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
-            .await
-            .map_err(write_error)
-            .map(drop)
+        let started = std::time::Instant::now();
+        let change = async {
+            let _one = self.changes.lock().await;
+            let members = self.status().members;
+            if !members.voters.contains_key(&id) && !members.learners.contains_key(&id) {
+                return Err(Error::MemberNotFound(id));
+            }
+            self.raft
+                .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
+                .await
+                .map_err(write_error)
+                .map(drop)
+        };
+        self.within(started, "updating a member", change).await
     }
 
     /// Removes member `id`, voter or learner.
@@ -469,16 +628,20 @@ impl<A: Apply> RaftNode<A> {
     /// # Errors
     /// [`Error::MemberNotFound`]; [`Error::NotLeader`].
     pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
-        let _one = self.changes.lock().await;
-        let members = self.status().members;
-        let change = if members.voters.contains_key(&id) {
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if members.learners.contains_key(&id) {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Err(Error::MemberNotFound(id));
+        let started = std::time::Instant::now();
+        let change = async {
+            let _one = self.changes.lock().await;
+            let members = self.status().members;
+            let change = if members.voters.contains_key(&id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else if members.learners.contains_key(&id) {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            } else {
+                return Err(Error::MemberNotFound(id));
+            };
+            self.raft.change_membership(change, false).await.map_err(write_error).map(drop)
         };
-        self.raft.change_membership(change, false).await.map_err(write_error).map(drop)
+        self.within(started, "removing a member", change).await
     }
 
     /// Asks the leader (this member) to hand leadership to `to`. openraft's leader stops
@@ -491,9 +654,9 @@ impl<A: Apply> RaftNode<A> {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
         let members = self.status().members;
         let node = members.voters.get(&to).or(members.learners.get(&to)).ok_or(Error::MemberNotFound(to))?;
-        network::is_member(&self.network.kind, to, node, self.id, self.election_timeout)
+        network::is_member(&self.network, to, node, self.id, self.election_timeout)
             .await
-            .map_err(|e| Error::Timeout(format!("member {to} does not answer: {e}")))?;
+            .map_err(|e| timeout(TimeoutCause::Unknown, format!("member {to} does not answer: {e}")))?;
         self.raft.trigger().transfer_leader(to).await.map_err(stopped)
     }
 
@@ -524,7 +687,7 @@ impl<A: Apply> RaftNode<A> {
                     Some(acked) => acked.elapsed() <= self.election_timeout,
                     // No acknowledgement yet in this term: alive for an election timeout from its
                     // start (a leader not yet seen by the tracker has only just started).
-                    None => match *self.leading_since.lock() {
+                    None => match self.leadership.lock().leading_since {
                         Some((term, since)) if term == metrics.current_term => since.elapsed() <= self.election_timeout,
                         _ => true,
                     },
@@ -624,6 +787,22 @@ impl<A: Apply> RaftNode<A> {
         let mut removed = self.removed.clone();
         if removed.wait_for(|r| *r).await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Returns once this member's Raft has stopped by itself — a storage failure (disk full, an
+    /// I/O error) or another fatal error — with why. A member in that state must not go on
+    /// serving: its state no longer moves, so its reads grow stale and its watches silent.
+    /// Never returns while Raft runs.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".into();
+            }
         }
     }
 

@@ -25,6 +25,10 @@ pub enum ServerError {
     LeaderChanged,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutLeaderFailure,
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    TimeoutConnectionLost,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
     #[error("etcdserver: rpc not supported for learner")]
@@ -61,6 +65,8 @@ impl From<ServerError> for Status {
             | ServerError::NoLeader
             | ServerError::LeaderChanged
             | ServerError::Timeout
+            | ServerError::TimeoutLeaderFailure
+            | ServerError::TimeoutConnectionLost
             | ServerError::LeaderTransferTimeout => Code::Unavailable,
             ServerError::Learner | ServerError::Precondition(_) => Code::FailedPrecondition,
             ServerError::MemberNotFound => Code::NotFound,

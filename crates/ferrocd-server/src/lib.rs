@@ -135,12 +135,12 @@ impl Server {
         raft_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
         raft_config.election_timeout = Duration::from_millis(config.election_timeout);
         raft_config.snapshot_count = config.snapshot_count;
+        raft_config.request_timeout = RaftConfig::etcd_request_timeout(raft_config.election_timeout);
         let node = Arc::new(
             RaftNode::start(member_id, &raft_config, Arc::clone(&engine), Arc::clone(&machine), Network::grpc())
                 .await?,
         );
-        // etcd's request timeout: 5 s plus two election timeouts.
-        let request_timeout = Duration::from_secs(5) + raft_config.election_timeout * 2;
+        let request_timeout = raft_config.request_timeout;
         let shared = Arc::new(Shared {
             kv: Arc::clone(&kv),
             writes: RaftWritePath { node: Arc::clone(&node), machine: Arc::clone(&machine) },
@@ -234,15 +234,25 @@ impl Server {
         self.machine.cluster_id()
     }
 
-    /// Waits until a listener fails, or until this member learns it was removed from the
-    /// cluster (then, as etcd does, it should stop: call [`Self::shutdown`]).
+    /// Waits until a listener fails, until this member's Raft stops on a fatal error (its
+    /// storage failed: the member must stop serving, as etcd exits), or until this member learns
+    /// it was removed from the cluster (then, as etcd does, it should stop: call
+    /// [`Self::shutdown`]).
     ///
     /// # Errors
-    /// The failure of a listener.
+    /// The failure of a listener or of Raft.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         let node = Arc::clone(&self.node);
         let listeners = &mut self.listeners;
         tokio::select! {
+            why = node.failed() => {
+                tracing::error!(
+                    member_id = %format!("{:x}", self.member_id),
+                    error = %why,
+                    "raft stopped on a fatal error (storage failure?); this member stops serving"
+                );
+                Err(anyhow::anyhow!("raft stopped on a fatal error: {why}"))
+            }
             () = node.removed() => {
                 tracing::warn!(
                     member_id = %format!("{:x}", self.member_id),
@@ -349,7 +359,10 @@ async fn progress_ticks(hub: history::Hub, interval: Duration, mut stopped: watc
 }
 
 /// Publishes this member's name and client URLs through Raft (etcd's publish), retrying until
-/// the cluster has a leader and commits it; members added later learn them from the log.
+/// the cluster has a leader and commits it; members added later learn them from the log. Every
+/// start publishes, changed or not, and returns only once this member has applied everything
+/// the leader had committed by then: like etcd, a restarted member serves clients (its
+/// serializable reads above all) only once it has caught up to at least its own publish.
 async fn publish(
     node: &RaftNode<KvMachine>,
     machine: &KvMachine,
@@ -363,22 +376,19 @@ async fn publish(
         client_urls: config.advertise_client_urls(),
         cluster_id,
     };
+    let command = LogCommand { kind: Some(log_command::Kind::MemberAttrs(attrs.clone())) };
     let mut attempt = 0u32;
     loop {
-        let current = machine.member_attrs()?.remove(&member_id);
-        if current.is_some_and(|c| c.name == attrs.name && c.client_urls == attrs.client_urls) {
-            return Ok(());
-        }
-        let command = LogCommand { kind: Some(log_command::Kind::MemberAttrs(attrs.clone())) };
-        match node.submit(command.encode_to_vec()).await {
-            Ok(()) => {
-                // Applied on the leader; wait until this member has applied it too.
-                let _ = node
-                    .wait_until(Duration::from_secs(5), |_| {
-                        machine.member_attrs().is_ok_and(|m| m.get(&member_id) == Some(&attrs))
-                    })
-                    .await;
-            }
+        let published = match node.submit(command.encode_to_vec()).await {
+            // Applied on the leader; a read barrier then waits until this member has applied
+            // everything committed, the publish included.
+            Ok(()) => node.read_barrier().await.map(drop),
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(()) if machine.member_attrs()?.get(&member_id) == Some(&attrs) => return Ok(()),
+            // Applied, yet not what was published (a snapshot install raced it): again.
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => {
                 attempt += 1;
                 if attempt % 50 == 1 {

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         print!("{}", Config::version_text());
         return ExitCode::SUCCESS;
     }
+    // Test builds only: fault injection points named in `FAILPOINTS`.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     if let Err(e) = logging::init(&config) {
         eprintln!("ferrocd: {e:#}");
         return ExitCode::FAILURE;
@@ -35,7 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // Work still on the blocking pool (a storage call that failed midway, say) must not keep a
+    // stopping member alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "ferrocd stopped");

@@ -336,6 +336,10 @@ impl KvMachine {
         };
         let command = LogCommand::decode(bytes).map_err(|e| io_error(format!("undecodable log entry: {e}")))?;
         use log_command::Kind;
+        if matches!(command.kind, Some(Kind::LeaseRevoke(_))) {
+            // Tests: a member slow to apply a revoke it has committed.
+            fail::fail_point!("apply-lease-revoke");
+        }
         let mut lessor = self.lessor.lock();
         let request = match command.kind {
             Some(Kind::Put(r)) => WriteRequest::Put(r),
@@ -619,7 +623,12 @@ pub fn raft_error(e: ferrocd_raft::Error) -> ServerError {
     match e {
         E::NotLeader { leader: Some((id, node)) } => ServerError::NotLeader { id, urls: node.urls },
         E::NotLeader { leader: None } => ServerError::NoLeader,
-        E::NoQuorum | E::Timeout(_) => ServerError::Timeout,
+        E::NoQuorum => ServerError::Timeout,
+        E::Timeout { cause, .. } => match cause {
+            ferrocd_raft::TimeoutCause::Unknown => ServerError::Timeout,
+            ferrocd_raft::TimeoutCause::LeaderFailure => ServerError::TimeoutLeaderFailure,
+            ferrocd_raft::TimeoutCause::ConnectionLost => ServerError::TimeoutConnectionLost,
+        },
         E::Discarded => ServerError::LeaderChanged,
         E::Stopped(_) => ServerError::Stopped,
         E::MemberNotFound(_) => ServerError::MemberNotFound,

@@ -5,7 +5,8 @@
 //! - [`etcdctl`]: runs the real etcdctl against an endpoint;
 //! - [`wait_for`]: polls a condition with a deadline (tests never sleep a fixed time).
 //!
-//! Every process listens on 127.0.0.1 only and is killed when its handle drops.
+//! Every process listens on 127.0.0.1 only (or on an address of a network namespace the
+//! caller made, see [`Member::in_namespace`]) and is killed when its handle drops.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,13 +80,19 @@ pub struct Member {
     child: Option<Child>,
     dir: tempfile::TempDir,
     name: String,
+    /// The address it listens on.
+    host: String,
     client_port: u16,
     peer_port: u16,
+    /// A command the server is started under (e.g. `ip netns exec <ns>`).
+    wrapper: Vec<String>,
     /// `--initial-cluster` (empty: this member alone).
     initial_cluster: String,
     /// `--initial-cluster-state`.
     state: &'static str,
     extra: Vec<String>,
+    /// Environment variables the process gets beyond this one's.
+    env: Vec<(String, String)>,
 }
 
 fn require(tool: &str) -> PathBuf {
@@ -115,12 +122,33 @@ impl Member {
             child: None,
             dir,
             name: name.to_string(),
+            host: "127.0.0.1".into(),
             client_port: free_port(),
             peer_port: free_port(),
+            wrapper: Vec::new(),
             initial_cluster: String::new(),
             state: "new",
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         }
+    }
+
+    /// A member not started yet that runs in the network namespace `namespace` (which the
+    /// caller made, and keeps) and listens on `host`, there alone, on etcd's ports.
+    pub fn in_namespace(kind: Kind, name: &str, extra: &[&str], namespace: &str, host: &str) -> Self {
+        let mut member = Self::new(kind, name, extra);
+        member.host = host.to_string();
+        member.client_port = 2379;
+        member.peer_port = 2380;
+        member.wrapper = ["ip", "netns", "exec", namespace].iter().map(|s| s.to_string()).collect();
+        member
+    }
+
+    /// Gives the process (from its next start on) the environment variable `key`=`value`,
+    /// e.g. `FAILPOINTS` for a test build of ferrocd.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Sets `--initial-cluster` and `--initial-cluster-state` (`new` or `existing`).
@@ -135,7 +163,7 @@ impl Member {
 
     /// `http://host:port` of the peer listener.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("http://{}:{}", self.host, self.peer_port)
     }
 
     /// The data directory.
@@ -150,7 +178,7 @@ impl Member {
 
     /// `host:port` of the client endpoint.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     /// `http://host:port` of the client endpoint.
@@ -222,8 +250,18 @@ impl Member {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("a log file");
-        let child = Command::new(bin)
+        let mut command = match self.wrapper.split_first() {
+            // `ip netns exec` execs the server: the child's PID is the server's.
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(self.flags())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -262,9 +300,31 @@ impl Member {
         });
     }
 
+    /// Sends the running process `sig`.
+    ///
+    /// # Panics
+    /// When the member is not running.
+    pub fn signal(&self, sig: Signal) {
+        let child = self.child.as_ref().expect("the member is running");
+        signal(child, sig).expect("signal the member");
+    }
+
+    /// Freezes the process (SIGSTOP): its sockets stay open, it answers nothing.
+    pub fn pause(&self) {
+        self.signal(Signal::STOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::CONT);
+    }
+
     /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused process dies of SIGKILL too; resumed first, it leaves no stopped zombie
+            // behind in any state.
+            let _ = signal(&child, Signal::CONT);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -312,16 +372,30 @@ impl Cluster {
     /// Starts `size` fresh members (`m1`, `m2`, ...) of `kind` with `extra` flags and waits until
     /// each serves linearizable reads.
     pub fn start(kind: Kind, size: usize, extra: &[&str]) -> Self {
+        let mut cluster = Self::prepare(kind, size, extra);
+        cluster.launch();
+        cluster
+    }
+
+    /// As [`Self::start`], without starting anything yet: members can be set up one by one
+    /// (an environment variable, a data dir on its own filesystem) before [`Self::launch`].
+    pub fn prepare(kind: Kind, size: usize, extra: &[&str]) -> Self {
         let mut members: Vec<Member> = (1..=size).map(|i| Member::new(kind, &format!("m{i}"), extra)).collect();
         let spec = Self::spec(members.iter());
         for member in &mut members {
             member.in_cluster(&spec, "new");
-            member.spawn();
-        }
-        for member in &mut members {
-            member.wait_until_serving();
         }
         Self { members }
+    }
+
+    /// Starts every member and waits until each serves linearizable reads.
+    pub fn launch(&mut self) {
+        for member in &mut self.members {
+            member.spawn();
+        }
+        for member in &mut self.members {
+            member.wait_until_serving();
+        }
     }
 
     /// The `--initial-cluster` value naming `members`.
@@ -481,4 +555,67 @@ pub fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {
     let out = etcdctl(endpoint, args, None);
     assert!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A tmpfs of a fixed size mounted on a directory (a disk that can fill up), unmounted when
+/// dropped. Mounting needs root, as the README's commands run.
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB on `dir` (created if missing).
+    ///
+    /// # Panics
+    /// When it cannot be mounted (not root, say).
+    pub fn mount(dir: &Path, mib: u64) -> Self {
+        std::fs::create_dir_all(dir).expect("create the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "ferrocd-test"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs on {} (the fault tests run as root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir: dir.to_path_buf() }
+    }
+
+    /// Fills the filesystem with a file until no byte fits; answers the bytes written.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(self.dir.join("filler")).expect("create the filler");
+        let block = vec![0xa5u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match file.write(&block) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n as u64,
+            }
+        }
+        let small = [0u8; 512];
+        while let Ok(n) = file.write(&small) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        let _ = file.sync_all();
+        written
+    }
+
+    /// Frees what [`Self::fill`] took.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }

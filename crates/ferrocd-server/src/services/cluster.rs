@@ -201,7 +201,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             // promotion completes in the background when the new member starts.
             let node = Arc::clone(&self.0.node);
             tokio::spawn(async move {
-                if let Err(e) = node.promote(id).await {
+                if let Err(e) = node.promote_eventually(id).await {
                     tracing::warn!(member = %format!("{id:x}"), error = %e, "adding the member as a voter failed");
                 }
             });

@@ -53,6 +53,7 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
     id: i64,
     already_forwarded: bool,
 ) -> Result<LeaseKeepAliveResponse, Status> {
+    let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + shared.request_timeout;
     let mut probe = Request::new(());
     if already_forwarded {
@@ -65,16 +66,23 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
                     let header = shared.header(shared.kv.current_revision());
                     return Ok(LeaseKeepAliveResponse { header, id, ttl });
                 }
-                Err(ServerError::Lease(ferrocd_lease::Error::NotPrimary)) => true,
+                Err(ServerError::Lease(ferrocd_lease::Error::NotPrimary))
+                | Err(ServerError::NotLeader { .. } | ServerError::NoLeader) => true,
                 Err(e) => return Err(e.into()),
             },
             Route::Leader(channel, _) => {
                 let once = futures::stream::once(async move { LeaseKeepAliveRequest { id } });
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let sent = async {
-                    let mut responses = LeaseClient::new(channel).lease_keep_alive(forwarded(once)).await?.into_inner();
+                    let mut request = forwarded(once);
+                    request.set_timeout(left);
+                    let mut responses = LeaseClient::new(channel).lease_keep_alive(request).await?.into_inner();
                     responses.message().await?.ok_or_else(|| Status::unavailable("etcdserver: leader changed"))
                 };
-                match sent.await {
+                let Ok(sent) = tokio::time::timeout(left, sent).await else {
+                    return Err(shared.timed_out(started, "forwarding a keep-alive to the leader").into());
+                };
+                match sent {
                     Ok(resp) => {
                         return Ok(LeaseKeepAliveResponse {
                             header: shared.header(resp.header.map_or(0, |h| h.revision)),
@@ -82,6 +90,9 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
                         });
                     }
                     Err(status) if super::unsent(&status) => true,
+                    Err(status) if super::lost_in_transit(&status) => {
+                        return Err(ServerError::TimeoutConnectionLost.into());
+                    }
                     Err(status) => return Err(status),
                 }
             }
@@ -89,7 +100,7 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
         if retry && tokio::time::Instant::now() < deadline {
             shared.next_change(deadline).await;
         } else {
-            return Err(ServerError::Timeout.into());
+            return Err(shared.timed_out(started, "renewing a lease").into());
         }
     }
 }
@@ -156,6 +167,7 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let shared = &*self.shared;
         let local = |req: LeaseTimeToLiveRequest| async move {
+            shared.lease_barrier().await?;
             shared.primary_lessor();
             let ttl = shared.machine.lessor().lock().time_to_live(req.id, req.keys);
             let header = shared.header(shared.kv.current_revision());

@@ -122,10 +122,10 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
             loop {
                 match s.node.transfer_leader(target).await {
                     Ok(()) => break,
-                    Err(ferrocd_raft::Error::Timeout(_)) if tokio::time::Instant::now() < deadline => {
+                    Err(ferrocd_raft::Error::Timeout { .. }) if tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(s.election_timeout / 10).await;
                     }
-                    Err(ferrocd_raft::Error::Timeout(_)) => return Err(ServerError::LeaderTransferTimeout.into()),
+                    Err(ferrocd_raft::Error::Timeout { .. }) => return Err(ServerError::LeaderTransferTimeout.into()),
                     Err(e) => return Err(raft_error(e).into()),
                 }
             }

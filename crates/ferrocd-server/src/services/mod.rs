@@ -128,6 +128,16 @@ pub(crate) fn unsent(status: &Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().contains("connect error")
 }
 
+/// Whether a forwarded request failed in transit — the connection to the leader broke after
+/// it was sent (a keep-alive timed out, the stream was reset), so its outcome is unknown —
+/// rather than with the leader's own answer. Every answer the leader's services give is one of
+/// etcd's errors, `etcdserver: ...`; tonic's own statuses for a broken connection are not.
+pub(crate) fn lost_in_transit(status: &Status) -> bool {
+    use tonic::Code;
+    let transport_code = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal);
+    std::error::Error::source(status).is_some() || (transport_code && !status.message().starts_with("etcdserver: "))
+}
+
 /// Marks `req` as forwarded.
 pub fn forwarded<T>(req: T) -> Request<T> {
     let mut req = Request::new(req);
@@ -196,16 +206,33 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         request: &Request<T>,
         call: &impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
     ) -> Result<Option<R>, Status> {
+        let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let Route::Leader(channel, leader) = self.route(request).await? else { return Ok(None) };
-            match call(channel, forwarded(request.get_ref().clone())).await {
-                Ok(resp) => return Ok(Some(resp.into_inner())),
-                Err(status) if unsent(&status) && tokio::time::Instant::now() < deadline => {
+            // The leader gets what is left of the request timeout as the call's deadline, and
+            // this member stops waiting then too (a leader that is paused or cut off answers
+            // nothing).
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut forward = forwarded(request.get_ref().clone());
+            forward.set_timeout(left);
+            match tokio::time::timeout(left, call(channel, forward)).await {
+                Err(_) => return Err(self.timed_out(started, "forwarding to the leader").into()),
+                Ok(Ok(resp)) => return Ok(Some(resp.into_inner())),
+                Ok(Err(status)) if unsent(&status) && tokio::time::Instant::now() < deadline => {
                     let wait = deadline - tokio::time::Instant::now();
                     let _ = self.node.wait_until(wait, |s| s.leader.is_some_and(|l| l != leader)).await;
                 }
-                Err(status) => return Err(status),
+                Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                    return Err(self.timed_out(started, "forwarding to the leader").into());
+                }
+                // Sent, and then the connection broke: etcd's answer when it lost the
+                // connection to the leader while waiting.
+                Ok(Err(status)) if lost_in_transit(&status) => {
+                    tracing::debug!(%status, "a forwarded request was lost in transit");
+                    return Err(ServerError::TimeoutConnectionLost.into());
+                }
+                Ok(Err(status)) => return Err(status),
             }
         }
     }
@@ -246,6 +273,11 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         }
     }
 
+    /// A request begun at `started` ran out of time: etcd's error for why.
+    pub fn timed_out(&self, started: std::time::Instant, what: &str) -> ServerError {
+        raft_error(self.node.timed_out(started, what))
+    }
+
     /// Waits for the next change of this member's Raft status (a new leader, a new term, ...),
     /// or `deadline`.
     pub async fn next_change(&self, deadline: tokio::time::Instant) {
@@ -279,6 +311,17 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         self.node.read_barrier().await.map(drop).map_err(raft_error)
     }
 
+    /// On the leader, before it answers from its lease table: waits until it has applied
+    /// everything committed (at least through the first entry of its term), as etcd 3.5+ waits
+    /// for the applied index. A revoke an earlier leader acknowledged is then in the table, so
+    /// a keep-alive or time-to-live here cannot contradict it.
+    ///
+    /// # Errors
+    /// etcd's routing errors when this member no longer leads; a timeout.
+    pub async fn lease_barrier(&self) -> Result<(), ServerError> {
+        self.node.leader_read_index().await.map(drop).map_err(raft_error)
+    }
+
     /// Brings this member's lease table in step with its role: primary (with expiry times)
     /// while it leads. The lease ticker does this too; calls that need the primary table do
     /// it at once rather than wait for a tick.
@@ -292,6 +335,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// [`ferrocd_lease::Error::NotPrimary`] when this member no longer leads.
     pub async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+        self.lease_barrier().await?;
         self.primary_lessor();
         let renewal = self.machine.lessor().lock().renew(id);
         match renewal {
