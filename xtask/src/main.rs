@@ -10,6 +10,8 @@
 //! - `bench [ARGS...]`: `deps`, then build ferrocd and `ferrocd-bench` (release) and measure
 //!   ferrocd against etcd; `cargo xtask bench -- --help` lists the options. Reports go to
 //!   `<target dir>/bench/`.
+//! - `chaos [--release] [ARGS...]`: the fault suite (`crates/ferrocd-chaos`, as root): builds the
+//!   server and the suite, then runs it; `cargo xtask chaos -- --help` lists its options.
 //! - `clean-room [--quick]`: the README's commands in a fresh Debian root (debootstrap +
 //!   chroot), proving they set up a new machine by themselves; `--quick` checks the packages
 //!   and the build script that needs them.
@@ -32,10 +34,11 @@ fn main() -> ExitCode {
         "serve" => deps().and_then(|()| serve(rest)),
         "bench" => deps().and_then(|()| bench(rest)),
         "clean-room" => clean_room::run_clean_room(rest),
+        "chaos" => chaos(rest),
         "ci" => deps().and_then(|()| lint()).and_then(|()| test(rest)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | bench [args] | clean-room [--quick] | ci>"
+                "usage: cargo xtask <codegen [--check] | deps | test | lint | serve [flags] | bench [args] | chaos [args] | clean-room [--quick] | ci>"
             );
             return ExitCode::from(2);
         }
@@ -169,6 +172,33 @@ fn serve(flags: &[String]) -> Result {
         cmd.args(["--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379"]);
     }
     run(cmd.args(flags))
+}
+
+/// The fault suite: the server (with its test-only failpoints, as the tests build it, so the
+/// two builds share their artifacts) and the suite, then a run with `args`.
+fn chaos(args: &[String]) -> Result {
+    install(&[("iproute2", "/usr/sbin/ip"), ("iptables", "/usr/sbin/iptables"), ("etcd-client", "/usr/bin/etcdctl")])?;
+    let release = args.iter().any(|a| a == "--release");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--release" && *a != "--").collect();
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--package",
+        "ferrocd-server",
+        "--bin",
+        "ferrocd",
+        "--package",
+        "ferrocd-chaos",
+        "--bin",
+        "ferrocd-chaos",
+    ]);
+    build.args(["--features", "ferrocd-server/failpoints"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let bin = target_dir().join(if release { "release" } else { "debug" });
+    run(Command::new(bin.join("ferrocd-chaos")).env("FERROCD_BIN", bin.join("ferrocd")).args(args))
 }
 
 fn bench(args: &[String]) -> Result {

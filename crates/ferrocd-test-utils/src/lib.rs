@@ -46,7 +46,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The `ferrocd` binary: `$FERROCD_BIN`, or the one cargo built beside the running test.
+/// The `ferrocd` binary: `$FERROCD_BIN`, or the one cargo built beside the running test or tool.
 ///
 /// # Panics
 /// When it cannot be found.
@@ -55,8 +55,13 @@ pub fn ferrocd_bin() -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> → target/<profile>/ferrocd
-    let bin = exe.parent().and_then(Path::parent).map(|dir| dir.join("ferrocd")).expect("a target directory");
+    // A tool beside it (target/<profile>/<tool>), or a test (target/<profile>/deps/<test>).
+    let dir = exe.parent().expect("a target directory");
+    let bin = [dir, dir.parent().unwrap_or(dir)]
+        .iter()
+        .map(|dir| dir.join("ferrocd"))
+        .find(|bin| bin.exists())
+        .unwrap_or_else(|| dir.join("ferrocd"));
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p ferrocd-server` (cargo test --workspace does)",

@@ -304,6 +304,9 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// etcd's learner, no-leader and timeout errors.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        // Test builds only: `read-barrier=return` serves linearizable reads without the
+        // barrier, a known-wrong server the fault suite must catch.
+        fail::fail_point!("read-barrier", |_| Ok(()));
         self.not_learner()?;
         if self.node.leader().is_none() {
             let _ = self.node.wait_until(self.request_timeout, |s| s.leader.is_some()).await;

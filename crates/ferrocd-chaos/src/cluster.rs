@@ -1,0 +1,328 @@
+//! A cluster of real `ferrocd` processes, one per network namespace, with the operations the
+//! faults need: stop, pause, restart, membership changes, leader moves, a disk that fills up;
+//! and the end-of-history checks that every member converged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::{
+    HashKvRequest, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
+    StatusResponse,
+};
+use ferrocd_test_utils::{Cluster, Kind, Member, Tmpfs};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::net::Net;
+
+/// How big the one small disk of a cluster is.
+const SMALL_DISK_MIB: u64 = 256;
+
+/// A member host: its process (when started) and what the cluster knows of it.
+#[derive(Debug)]
+pub struct Host {
+    /// The filesystem its data dir is on, when it is the small disk (unmounted first).
+    pub disk: Option<Tmpfs>,
+    pub member: Member,
+    /// Its member ID (once known).
+    pub id: u64,
+    pub channel: Channel,
+}
+
+/// A running cluster in `net`.
+#[derive(Debug)]
+pub struct ChaosCluster {
+    pub net: Arc<Net>,
+    /// Host `slot` at index `slot - 1`; `None`: nothing there (never started, or removed).
+    pub hosts: Vec<Option<Host>>,
+    flags: Vec<String>,
+}
+
+fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl ChaosCluster {
+    /// Starts `size` members in hosts 1..=size of `net` with `flags`, host `small_disk` (if
+    /// any) with its data dir on a small filesystem of its own, and waits until each serves.
+    ///
+    /// # Errors
+    /// A member that does not start.
+    pub async fn start(
+        net: Arc<Net>,
+        size: usize,
+        flags: &[String],
+        small_disk: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut members: Vec<Member> = (1..=size)
+            .map(|slot| {
+                Member::in_namespace(Kind::Ferrocd, &format!("m{slot}"), &flag_refs, &net.ns(slot), &net.ip(slot))
+            })
+            .collect();
+        let spec = Cluster::spec(members.iter());
+        let mut hosts = Vec::new();
+        for (i, mut member) in members.drain(..).enumerate() {
+            member.in_cluster(&spec, "new");
+            let disk = (small_disk == Some(i + 1)).then(|| Tmpfs::mount(&member.data_dir(), SMALL_DISK_MIB));
+            member.spawn();
+            let channel = channel(&member.endpoint())?;
+            hosts.push(Some(Host { member, id: 0, channel, disk }));
+        }
+        hosts.resize_with(net.slots(), || None);
+        let mut cluster = Self { net, hosts, flags: flags.to_vec() };
+        for slot in 1..=size {
+            cluster.wait_serving(slot).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Waits (up to 60 s) until host `slot` serves a linearizable read, then records its ID.
+    async fn wait_serving(&mut self, slot: usize) -> anyhow::Result<()> {
+        let host = self.hosts[slot - 1].as_mut().context("no such host")?;
+        tokio::task::block_in_place(|| host.member.wait_until_ready(&["get", "probe"]));
+        let status = self.status(slot, Duration::from_secs(5)).await.context("the status of a started member")?;
+        if let Some(host) = self.hosts[slot - 1].as_mut() {
+            host.id = status.header.map_or(0, |h| h.member_id);
+        }
+        Ok(())
+    }
+
+    /// The hosts with a member process running (paused ones included).
+    pub fn running(&mut self) -> Vec<usize> {
+        (1..=self.hosts.len())
+            .filter(|&slot| self.hosts[slot - 1].as_mut().is_some_and(|h| !h.member.exited()))
+            .collect()
+    }
+
+    /// The hosts of the cluster's members (running or not).
+    pub fn members(&self) -> Vec<usize> {
+        (1..=self.hosts.len()).filter(|&slot| self.hosts[slot - 1].is_some()).collect()
+    }
+
+    pub fn host(&self, slot: usize) -> &Host {
+        self.hosts[slot - 1].as_ref().expect("a member on that host")
+    }
+
+    pub fn host_mut(&mut self, slot: usize) -> &mut Host {
+        self.hosts[slot - 1].as_mut().expect("a member on that host")
+    }
+
+    /// Maintenance.Status of host `slot`, if it answers within `timeout`.
+    pub async fn status(&self, slot: usize, timeout: Duration) -> Option<StatusResponse> {
+        let host = self.hosts.get(slot - 1)?.as_ref()?;
+        let mut client = MaintenanceClient::new(host.channel.clone());
+        let answer = tokio::time::timeout(timeout, client.status(StatusRequest {})).await;
+        answer.ok()?.ok().map(tonic::Response::into_inner)
+    }
+
+    /// The host whose member leads, as a majority of the members that answer say.
+    pub async fn leader(&mut self) -> Option<usize> {
+        let members = self.members();
+        let mut named = Vec::new();
+        for &slot in &members {
+            if let Some(s) = self.status(slot, Duration::from_millis(500)).await {
+                named.push(s.leader);
+            }
+        }
+        let leader =
+            *named.iter().find(|&&l| l != 0 && named.iter().filter(|&&m| m == l).count() * 2 > members.len())?;
+        members.into_iter().find(|&slot| self.host(slot).id == leader)
+    }
+
+    /// Waits (up to `timeout`) for a leader a majority agrees on.
+    ///
+    /// # Errors
+    /// When none is agreed on in time.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.leader().await {
+                return Ok(leader);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no leader agreed on within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills host `slot`'s process (SIGKILL).
+    pub fn kill(&mut self, slot: usize) {
+        self.host_mut(slot).member.kill();
+    }
+
+    /// Starts host `slot`'s member again on its data dir and waits until it serves.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart(&mut self, slot: usize) -> anyhow::Result<()> {
+        let host = self.host_mut(slot);
+        host.member.kill();
+        host.member.respawn();
+        self.wait_serving(slot).await
+    }
+
+    /// Hands leadership from the leader to `to`.
+    ///
+    /// # Errors
+    /// etcd's errors for MoveLeader.
+    pub async fn move_leader(&mut self, leader: usize, to: usize) -> anyhow::Result<()> {
+        let target_id = self.host(to).id;
+        let mut client = MaintenanceClient::new(self.host(leader).channel.clone());
+        tokio::time::timeout(Duration::from_secs(15), client.move_leader(MoveLeaderRequest { target_id }))
+            .await
+            .context("move-leader timed out")??;
+        Ok(())
+    }
+
+    /// Adds a learner on the free host `slot` (MemberAdd through any member, then its process
+    /// with `--initial-cluster-state existing`) and waits until it serves.
+    ///
+    /// # Errors
+    /// A refused MemberAdd, a member that does not start.
+    pub async fn add_learner(&mut self, slot: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.hosts[slot - 1].is_none(), "host {slot} is taken");
+        let peer_url = format!("http://{}:2380", self.net.ip(slot));
+        let via = *self.members().first().context("no member")?;
+        let mut client = ClusterClient::new(self.host(via).channel.clone());
+        let added = tokio::time::timeout(
+            Duration::from_secs(15),
+            client.member_add(MemberAddRequest { peer_ur_ls: vec![peer_url], is_learner: true }),
+        )
+        .await
+        .context("member add timed out")??
+        .into_inner();
+        let flag_refs: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let mut member = Member::in_namespace(
+            Kind::Ferrocd,
+            &format!("m{slot}"),
+            &flag_refs,
+            &self.net.ns(slot),
+            &self.net.ip(slot),
+        );
+        let mut with_new: Vec<&Member> = self.hosts.iter().flatten().map(|h| &h.member).collect();
+        with_new.push(&member);
+        let spec = Cluster::spec(with_new.into_iter());
+        member.in_cluster(&spec, "existing");
+        member.spawn();
+        let channel = channel(&member.endpoint())?;
+        let id = added.member.map_or(0, |m| m.id);
+        self.hosts[slot - 1] = Some(Host { member, id, channel, disk: None });
+        let host = self.host_mut(slot);
+        // A learner serves only serializable reads.
+        tokio::task::block_in_place(|| host.member.wait_until_ready(&["get", "probe", "--consistency=s"]));
+        Ok(())
+    }
+
+    /// Promotes the learner on host `slot`, retrying (up to `timeout`) while it is not yet in
+    /// sync with the leader.
+    ///
+    /// # Errors
+    /// When it is not promoted in time.
+    pub async fn promote(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
+        let id = self.host(slot).id;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let via = self.wait_leader(timeout).await?;
+            let mut client = ClusterClient::new(self.host(via).channel.clone());
+            let answer =
+                tokio::time::timeout(Duration::from_secs(10), client.member_promote(MemberPromoteRequest { id })).await;
+            match answer {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(status)) if tokio::time::Instant::now() < deadline => {
+                    note(&format!("promote of host {slot} refused for now: {}", status.message()));
+                }
+                Ok(Err(status)) => bail!("promote of host {slot}: {}", status.message()),
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(_) => bail!("promote of host {slot} timed out"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Removes the member on host `slot` from the cluster (through the leader) and stops its
+    /// process; the host is free again.
+    ///
+    /// # Errors
+    /// A refused MemberRemove.
+    pub async fn remove(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
+        let id = self.host(slot).id;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let via = self.wait_leader(timeout).await?;
+            let mut client = ClusterClient::new(self.host(via).channel.clone());
+            let answer =
+                tokio::time::timeout(Duration::from_secs(10), client.member_remove(MemberRemoveRequest { id })).await;
+            match answer {
+                Ok(Ok(_)) => break,
+                Ok(Err(status)) if status.message().contains("member not found") => break,
+                _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(300)).await,
+                Ok(Err(status)) => bail!("remove of host {slot}: {}", status.message()),
+                Err(_) => bail!("remove of host {slot} timed out"),
+            }
+        }
+        if let Some(mut host) = self.hosts[slot - 1].take() {
+            host.member.kill();
+        }
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) until every member runs, agrees on the leader, has applied the
+    /// same index and reports the same revision; then checks that every member's HashKV at that
+    /// revision is the same. Answers the revision.
+    ///
+    /// # Errors
+    /// Members that do not converge, or differ.
+    pub async fn converged(&mut self, timeout: Duration) -> anyhow::Result<i64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let members = self.members();
+        let revision = loop {
+            let mut statuses = Vec::new();
+            for &slot in &members {
+                statuses.push(self.status(slot, Duration::from_secs(1)).await);
+            }
+            let all: Option<Vec<StatusResponse>> = statuses.into_iter().collect();
+            if let Some(all) = all {
+                let first = &all[0];
+                let revision = first.header.as_ref().map_or(0, |h| h.revision);
+                let same = all.iter().all(|s| {
+                    s.leader != 0
+                        && s.leader == first.leader
+                        && s.raft_applied_index == first.raft_applied_index
+                        && s.header.as_ref().map_or(0, |h| h.revision) == revision
+                });
+                if same {
+                    break revision;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the members did not converge within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut hashes = Vec::new();
+        for &slot in &members {
+            let mut client = MaintenanceClient::new(self.host(slot).channel.clone());
+            let hash = tokio::time::timeout(Duration::from_secs(10), client.hash_kv(HashKvRequest { revision }))
+                .await
+                .context("HashKV timed out")??
+                .into_inner();
+            hashes.push((slot, hash.hash, hash.compact_revision));
+        }
+        if hashes.iter().any(|h| (h.1, h.2) != (hashes[0].1, hashes[0].2)) {
+            bail!("HashKV differs at revision {revision}: (host, hash, compact revision) {hashes:?}");
+        }
+        Ok(revision)
+    }
+}
+
+/// Progress notes go to standard error (the suite's own output is its report).
+pub fn note(note: &str) {
+    eprintln!("  note: {note}");
+}

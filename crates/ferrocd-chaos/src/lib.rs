@@ -1,0 +1,14 @@
+//! ferrocd's fault suite: clusters of the real `ferrocd` binary, one member per network
+//! namespace, driven by concurrent clients while faults are injected — kill -9 and restart,
+//! SIGSTOP, partitions (a member isolated, one-way drops, a bridge), a disk filling up, leader
+//! moves, membership changes — with every history checked: KV linearizability
+//! (`ferrocd-lincheck`), every answer against the revision history all members agree on,
+//! watches (ordered, no gaps, no duplicates, resumable), lock safety, and every member's
+//! HashKV equal at the end. Runs are seeded; a failing seed replays the same faults.
+
+pub mod check;
+pub mod cluster;
+pub mod faults;
+pub mod net;
+pub mod run;
+pub mod workload;

@@ -1,0 +1,140 @@
+//! `ferrocd-chaos`: runs the fault suite (see the library's documentation). As root: it makes
+//! network namespaces, iptables rules and a tmpfs. `FERROCD_BIN` names the server binary.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ferrocd_chaos::faults::Fault;
+use ferrocd_chaos::net::Net;
+use ferrocd_chaos::run::{self, HistoryReport, Plan};
+
+#[derive(Debug, Parser)]
+#[command(about = "ferrocd's fault suite: real clusters, injected faults, checked histories")]
+struct Args {
+    /// Runs (each a fresh cluster); run i uses seed `seed + i`.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// The first run's seed (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Histories per run (each with one fault).
+    #[arg(long, default_value_t = 10)]
+    histories: u64,
+    /// Cluster sizes to draw from.
+    #[arg(long, value_delimiter = ',', default_value = "3,5")]
+    sizes: Vec<usize>,
+    /// Fault classes to draw from (default: all).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// KV clients per history.
+    #[arg(long, default_value_t = 6)]
+    clients: u64,
+    /// Watchers per history.
+    #[arg(long, default_value_t = 2)]
+    watchers: u64,
+    /// Lock contenders per history.
+    #[arg(long, default_value_t = 3)]
+    lockers: u64,
+    /// Succeed only if a violation is found: checks the checkers against a server made wrong
+    /// on purpose (e.g. `FAILPOINTS=read-barrier=return`, linearizable reads without the barrier).
+    #[arg(long)]
+    expect_violation: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match chaos(&args) {
+        Ok(clean) if clean != args.expect_violation => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ferrocd-chaos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn chaos(args: &Args) -> anyhow::Result<bool> {
+    let faults = if args.faults.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        args.faults.iter().map(|f| Fault::parse(f)).collect::<anyhow::Result<_>>()?
+    };
+    anyhow::ensure!(args.sizes.iter().all(|&s| (1..=5).contains(&s)), "cluster sizes are 1 to 5");
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let slots = args.sizes.iter().max().copied().unwrap_or(3) + 1;
+    let net = Arc::new(Net::create(slots)?);
+    // Before any thread starts: every thread of the runtime then lives in the switch namespace.
+    net.enter_switch()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let began = std::time::Instant::now();
+    let mut all: Vec<HistoryReport> = Vec::new();
+    let mut print = |r: &HistoryReport| {
+        let verdict =
+            if r.ok() { "ok".to_string() } else { format!("VIOLATION: {}", r.findings.violations.join("; ")) };
+        println!(
+            "seed {:#x} history {} [{} members] {}: {} — {} ops ({} unknown), {} watch events, {} lock holds, {:.1}s: {verdict}",
+            r.run_seed,
+            r.index,
+            r.size,
+            r.fault.name(),
+            r.injected,
+            r.ops,
+            r.unknown,
+            r.watch_events,
+            r.holds,
+            r.took.as_secs_f64()
+        );
+    };
+    for i in 0..args.runs {
+        let plan = Plan {
+            seed: seed.wrapping_add(i),
+            histories: args.histories,
+            sizes: args.sizes.clone(),
+            faults: faults.clone(),
+            clients: args.clients,
+            watchers: args.watchers,
+            lockers: args.lockers,
+        };
+        net.heal()?;
+        let reports = runtime.block_on(run::run(Arc::clone(&net), &plan, &mut print))?;
+        let failed = reports.iter().any(|r| !r.ok());
+        all.extend(reports);
+        if failed {
+            println!(
+                "a violation: replay with `cargo xtask chaos --seed {} --runs 1 --histories {}`",
+                plan.seed, args.histories
+            );
+            break;
+        }
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    summary(&all, began.elapsed());
+    Ok(all.iter().all(HistoryReport::ok))
+}
+
+fn summary(reports: &[HistoryReport], took: std::time::Duration) {
+    let mut per_fault: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for r in reports {
+        let entry = per_fault.entry(r.fault.name()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(!r.ok());
+        entry.2 += r.findings.inconclusive;
+    }
+    println!("\n| fault | histories | violations | undecided keys |\n|---|---:|---:|---:|");
+    for (fault, (n, bad, undecided)) in &per_fault {
+        println!("| {fault} | {n} | {bad} | {undecided} |");
+    }
+    let ops: usize = reports.iter().map(|r| r.ops).sum();
+    let bad = reports.iter().filter(|r| !r.ok()).count();
+    println!(
+        "| **all** | **{}** | **{bad}** | {} |\n\n{} checked histories, {ops} operations, {bad} with violations, in {:.0} s",
+        reports.len(),
+        reports.iter().map(|r| r.findings.inconclusive).sum::<usize>(),
+        reports.len(),
+        took.as_secs_f64()
+    );
+}

@@ -1,0 +1,205 @@
+//! One run: a fresh cluster (its size, timings and small-disk member drawn from the run's
+//! seed), then histories one after another, each with its own keys, traffic and one fault, each
+//! checked as soon as it ends.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::check::{self, Findings};
+use crate::cluster::ChaosCluster;
+use crate::faults::{self, Fault};
+use crate::net::Net;
+use crate::workload::{self, Traffic};
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    pub histories: u64,
+    pub sizes: Vec<usize>,
+    pub faults: Vec<Fault>,
+    pub clients: u64,
+    pub watchers: u64,
+    pub lockers: u64,
+}
+
+/// One checked history.
+#[derive(Debug)]
+pub struct HistoryReport {
+    pub run_seed: u64,
+    pub index: u64,
+    pub fault: Fault,
+    pub size: usize,
+    pub injected: String,
+    pub ops: usize,
+    pub unknown: usize,
+    pub watch_events: usize,
+    pub holds: usize,
+    pub findings: Findings,
+    pub took: Duration,
+}
+
+impl HistoryReport {
+    pub fn ok(&self) -> bool {
+        self.findings.violations.is_empty()
+    }
+}
+
+/// Runs `plan` on a fresh cluster in `net`; `report` gets each history as it is checked.
+///
+/// # Errors
+/// A cluster that cannot be started.
+pub async fn run(
+    net: Arc<Net>,
+    plan: &Plan,
+    report: &mut impl FnMut(&HistoryReport),
+) -> anyhow::Result<Vec<HistoryReport>> {
+    let mut rng = fastrand::Rng::with_seed(plan.seed);
+    let size = plan.sizes[rng.usize(..plan.sizes.len())];
+    let snapshot_count = if rng.bool() { 10_000 } else { 300 };
+    let small_disk = rng.usize(1..=size);
+    let flags: Vec<String> =
+        ["--heartbeat-interval", "100", "--election-timeout", "1000", "--snapshot-count", &snapshot_count.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    eprintln!(
+        "run seed {:#x}: {size} members, snapshot-count {snapshot_count}, small disk on host {}",
+        plan.seed, small_disk
+    );
+    let mut cluster = ChaosCluster::start(net, size, &flags, Some(small_disk)).await.context("start the cluster")?;
+    let mut reports = Vec::new();
+    for index in 0..plan.histories {
+        let fault = plan.faults[rng.usize(..plan.faults.len())];
+        let history_seed = rng.u64(..);
+        let history = history(&mut cluster, plan, index, fault, history_seed).await;
+        let r = match history {
+            Ok(r) => r,
+            Err(e) => {
+                let mut findings = Findings::default();
+                findings.violations.push(format!("the history could not complete: {e:#}"));
+                HistoryReport {
+                    run_seed: plan.seed,
+                    index,
+                    fault,
+                    size,
+                    injected: String::new(),
+                    ops: 0,
+                    unknown: 0,
+                    watch_events: 0,
+                    holds: 0,
+                    findings,
+                    took: Duration::ZERO,
+                }
+            }
+        };
+        report(&r);
+        let failed = !r.ok();
+        reports.push(r);
+        if failed {
+            dump_logs(&mut cluster, plan.seed);
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+/// Keeps the members' logs of a failing run.
+fn dump_logs(cluster: &mut ChaosCluster, seed: u64) {
+    let dir = std::env::temp_dir().join(format!("ferrocd-chaos-{seed:x}"));
+    let _ = std::fs::create_dir_all(&dir);
+    for slot in cluster.members() {
+        let _ = std::fs::write(dir.join(format!("host{slot}.log")), cluster.host(slot).member.log());
+    }
+    eprintln!("members' logs kept in {}", dir.display());
+}
+
+async fn history(
+    cluster: &mut ChaosCluster,
+    plan: &Plan,
+    index: u64,
+    fault: Fault,
+    seed: u64,
+) -> anyhow::Result<HistoryReport> {
+    let began = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+    let start = cluster.status(leader, Duration::from_secs(5)).await.context("the leader's status")?;
+    let start_revision = start.header.map_or(0, |h| h.revision) + 1;
+    let endpoints = cluster.members().into_iter().map(|s| (s, cluster.host(s).channel.clone())).collect();
+    let history_id = plan.seed.wrapping_mul(1000).wrapping_add(index) % 100_000;
+    let traffic = Arc::new(Traffic::new(endpoints, history_id, 3, start_revision));
+    let mut tasks = Vec::new();
+    for c in 0..plan.clients {
+        tasks.push(tokio::spawn(workload::kv_client(Arc::clone(&traffic), c, rng.u64(..))));
+    }
+    for l in 0..plan.lockers {
+        tasks.push(tokio::spawn(workload::locker(Arc::clone(&traffic), 100 + l, rng.u64(..))));
+    }
+    let watchers: Vec<_> =
+        (0..plan.watchers).map(|w| tokio::spawn(workload::watcher(Arc::clone(&traffic), 200 + w))).collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let injected = faults::inject(fault, cluster, &traffic, &mut rng).await;
+    // Recovery: a leader, then traffic on a healed cluster for a while.
+    let recovered = cluster.wait_leader(Duration::from_secs(30)).await;
+    let healed_at = traffic.recording.lin.now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    traffic.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let injected = injected?;
+    recovered?;
+    let converged = cluster.converged(Duration::from_secs(30)).await?;
+    let mut per_member = Vec::new();
+    for slot in cluster.members() {
+        let channel = cluster.host(slot).channel.clone();
+        let events = check::events_upto(channel, &traffic.prefix, start_revision, converged)
+            .await
+            .with_context(|| format!("the history on host {slot}"))?;
+        per_member.push((slot, events));
+    }
+    let mut findings = Findings::default();
+    let truth = check::agreed(&per_member, &mut findings);
+    // Watchers finish once they have everything (or give up after a while).
+    let last = truth.last().and_then(|e| e.kv.as_ref()).map_or(start_revision - 1, |kv| kv.mod_revision);
+    traffic.watch_until.store(last, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for watcher in watchers {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, watcher).await.is_err() {
+            traffic.watch_until.store(i64::MIN, Ordering::Relaxed);
+        }
+    }
+    let ops = traffic.recording.ops.lock().clone();
+    let watches = traffic.recording.watches.lock().clone();
+    let holds = traffic.recording.holds.lock().clone();
+    check::kv_ops(&truth, &ops, &mut findings);
+    check::linearizable(&traffic.recording.lin, &mut findings);
+    check::watches(&truth, &watches, &mut findings);
+    check::locks(&holds, &mut findings);
+    // Liveness: the healed cluster served writes again.
+    let records = traffic.recording.lin.records();
+    let served_after = records.iter().any(|r| {
+        r.call >= healed_at && matches!(r.outcome, ferrocd_lincheck::Outcome::Ok(ferrocd_lincheck::Output::Ack))
+    });
+    if !served_after {
+        findings.violations.push("no write succeeded after the fault was healed".into());
+    }
+    Ok(HistoryReport {
+        run_seed: plan.seed,
+        index,
+        fault,
+        size: cluster.members().len(),
+        injected,
+        ops: ops.len(),
+        unknown: ops.iter().filter(|o| matches!(o.done, workload::Done::Unknown)).count(),
+        watch_events: watches.iter().map(|w| w.events.len()).sum(),
+        holds: holds.len(),
+        findings,
+        took: began.elapsed(),
+    })
+}
