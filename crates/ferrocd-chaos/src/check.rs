@@ -155,7 +155,7 @@ pub fn kv_ops(history: &[Event], ops: &[KvOp], findings: &mut Findings) {
     for op in ops {
         let key = &op.key;
         match (&op.kind, &op.done) {
-            (_, Done::Unknown) => {}
+            (_, Done::Unknown(_)) => {}
             (KvKind::Put { value } | KvKind::Cas { new: value, .. }, Done::Wrote { revision }) => {
                 match states.change(key, *revision) {
                     Some(Some((v, _))) if v == *value => {}

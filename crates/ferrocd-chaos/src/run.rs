@@ -2,6 +2,7 @@
 //! seed), then histories one after another, each with its own keys, traffic and one fault, each
 //! checked as soon as it ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,6 +14,11 @@ use crate::cluster::ChaosCluster;
 use crate::faults::{self, Fault};
 use crate::net::Net;
 use crate::workload::{self, Traffic};
+
+/// How long after the heal a write must succeed: clients first wait out the requests they
+/// sent during the fault (their deadline is 3 s; a member answers within its request timeout,
+/// 7 s here).
+const SERVE_AFTER_HEAL: Duration = Duration::from_secs(15);
 
 /// What a run is asked to do.
 #[derive(Debug, Clone)]
@@ -107,6 +113,23 @@ pub async fn run(
     Ok(reports)
 }
 
+/// What the operations sent after the heal got, for a liveness failure's report.
+fn after_heal(ops: &[workload::KvOp], healed_at: u64) -> String {
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for op in ops.iter().filter(|op| op.call >= healed_at) {
+        let outcome = match &op.done {
+            workload::Done::Unknown(error) => error.clone(),
+            done => format!("{done:?}").split([' ', '{']).next().unwrap_or_default().to_string(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let sent: usize = outcomes.values().sum();
+    let outcomes: Vec<String> = outcomes.into_iter().map(|(o, n)| format!("{n} x {o}")).collect();
+    let last = ops.iter().map(|op| op.call).max().unwrap_or(0);
+    let before = Duration::from_nanos(healed_at.saturating_sub(last));
+    format!("{sent} operations sent after it: {}; the last one sent {before:?} before it", outcomes.join(", "))
+}
+
 /// Keeps the members' logs of a failing run.
 fn dump_logs(cluster: &mut ChaosCluster, seed: u64) {
     let dir = std::env::temp_dir().join(format!("ferrocd-chaos-{seed:x}"));
@@ -143,10 +166,20 @@ async fn history(
         (0..plan.watchers).map(|w| tokio::spawn(workload::watcher(Arc::clone(&traffic), 200 + w))).collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let injected = faults::inject(fault, cluster, &traffic, &mut rng).await;
-    // Recovery: a leader, then traffic on a healed cluster for a while.
+    // Recovery: a leader, then traffic on the healed cluster until a write sent after the heal
+    // succeeds (clients may first wait out requests sent during the fault), then a while more.
     let recovered = cluster.wait_leader(Duration::from_secs(30)).await;
     let healed_at = traffic.recording.lin.now();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let served = |traffic: &Traffic| {
+        traffic.recording.lin.records().iter().any(|r| {
+            r.call >= healed_at && matches!(r.outcome, ferrocd_lincheck::Outcome::Ok(ferrocd_lincheck::Output::Ack))
+        })
+    };
+    let give_up = Instant::now() + SERVE_AFTER_HEAL;
+    while !served(&traffic) && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     traffic.stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
@@ -182,12 +215,11 @@ async fn history(
     check::watches(&truth, &watches, &mut findings);
     check::locks(&holds, &mut findings);
     // Liveness: the healed cluster served writes again.
-    let records = traffic.recording.lin.records();
-    let served_after = records.iter().any(|r| {
-        r.call >= healed_at && matches!(r.outcome, ferrocd_lincheck::Outcome::Ok(ferrocd_lincheck::Output::Ack))
-    });
-    if !served_after {
-        findings.violations.push("no write succeeded after the fault was healed".into());
+    if !served(&traffic) {
+        findings.violations.push(format!(
+            "no write sent after the heal succeeded within {SERVE_AFTER_HEAL:?} ({})",
+            after_heal(&ops, healed_at)
+        ));
     }
     Ok(HistoryReport {
         run_seed: plan.seed,
@@ -196,7 +228,7 @@ async fn history(
         size: cluster.members().len(),
         injected,
         ops: ops.len(),
-        unknown: ops.iter().filter(|o| matches!(o.done, workload::Done::Unknown)).count(),
+        unknown: ops.iter().filter(|o| matches!(o.done, workload::Done::Unknown(_))).count(),
         watch_events: watches.iter().map(|w| w.events.len()).sum(),
         holds: holds.len(),
         findings,

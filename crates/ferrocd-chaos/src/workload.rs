@@ -33,8 +33,8 @@ const LOCK_TTL: i64 = 2;
 /// What one KV operation did, as far as its client knows.
 #[derive(Debug, Clone)]
 pub enum Done {
-    /// No answer, or an error: it may or may not have taken effect.
-    Unknown,
+    /// No answer, or an error (its status): it may or may not have taken effect.
+    Unknown(String),
     /// A put or a successful compare-and-set, at this revision.
     Wrote { revision: i64 },
     /// A delete at this revision, of `deleted` keys.
@@ -49,6 +49,8 @@ pub enum Done {
 #[derive(Debug, Clone)]
 pub struct KvOp {
     pub client: u64,
+    /// When it was sent, on the history's clock (`ferrocd_lincheck::History::now`).
+    pub call: u64,
     pub key: Vec<u8>,
     pub kind: KvKind,
     pub done: Done,
@@ -161,6 +163,11 @@ async fn timed<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::S
     }
 }
 
+/// An error, briefly: its code and message.
+fn failure(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
 fn request<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(OP_TIMEOUT);
@@ -198,6 +205,7 @@ pub async fn kv_client(traffic: Arc<Traffic>, client: u64, seed: u64) {
             KvKind::Delete => Some(Op::delete(key.clone())),
             KvKind::Cas { expect, new } => Some(Op::cas(key.clone(), expect.clone(), Some(new.clone()))),
         };
+        let call = traffic.recording.lin.now();
         let id = lin_op.map(|op| traffic.recording.lin.invoke(client, op));
         let (done, output) = perform(&mut kv, &key, &kind).await;
         if let Some(id) = id {
@@ -207,13 +215,13 @@ pub async fn kv_client(traffic: Arc<Traffic>, client: u64, seed: u64) {
             Done::Read { kv: value, .. } => {
                 seen.insert(key.clone(), value.as_ref().map(|(v, _)| v.clone()));
             }
-            Done::Unknown => {
+            Done::Unknown(_) => {
                 turn += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ => {}
         }
-        traffic.recording.ops.lock().push(KvOp { client, key, kind, done });
+        traffic.recording.ops.lock().push(KvOp { client, call, key, kind, done });
     }
 }
 
@@ -225,7 +233,7 @@ async fn perform(kv: &mut KvClient<Channel>, key: &[u8], kind: &KvKind) -> (Done
             let req = PutRequest { key: key.to_vec(), value: value.clone(), ..Default::default() };
             match timed(kv.put(request(req))).await {
                 Ok(r) => (Done::Wrote { revision: revision(r.header) }, Some(Output::Ack)),
-                Err(_) => (Done::Unknown, None),
+                Err(e) => (Done::Unknown(failure(&e)), None),
             }
         }
         KvKind::Get { serializable } => {
@@ -236,14 +244,14 @@ async fn perform(kv: &mut KvClient<Channel>, key: &[u8], kind: &KvKind) -> (Done
                     let output = Output::Read(found.as_ref().map(|(v, _)| v.clone()));
                     (Done::Read { revision: revision(r.header), kv: found }, Some(output))
                 }
-                Err(_) => (Done::Unknown, None),
+                Err(e) => (Done::Unknown(failure(&e)), None),
             }
         }
         KvKind::Delete => {
             let req = DeleteRangeRequest { key: key.to_vec(), ..Default::default() };
             match timed(kv.delete_range(request(req))).await {
                 Ok(r) => (Done::Deleted { revision: revision(r.header), deleted: r.deleted }, Some(Output::Ack)),
-                Err(_) => (Done::Unknown, None),
+                Err(e) => (Done::Unknown(failure(&e)), None),
             }
         }
         KvKind::Cas { expect, new } => {
@@ -272,7 +280,7 @@ async fn perform(kv: &mut KvClient<Channel>, key: &[u8], kind: &KvKind) -> (Done
             match timed(kv.txn(request(req))).await {
                 Ok(r) if r.succeeded => (Done::Wrote { revision: revision(r.header) }, Some(Output::Cas(true))),
                 Ok(r) => (Done::NotSwapped { revision: revision(r.header) }, Some(Output::Cas(false))),
-                Err(_) => (Done::Unknown, None),
+                Err(e) => (Done::Unknown(failure(&e)), None),
             }
         }
     }

@@ -167,6 +167,10 @@ impl Server {
         let mut listeners = JoinSet::new();
         // Peers: Raft's transport, and the services followers forward requests to.
         let peer_router = tonic::transport::Server::builder()
+            // A member cut off for a while resets every heartbeat it gave up on; after the heal
+            // they arrive at once. h2's rapid-reset guard (20 by default) would then close the
+            // connection of a member that is only catching up; peers are not anonymous clients.
+            .http2_max_pending_accept_reset_streams(Some(10_000))
             .add_service(node.peer_service())
             .add_service(kv_service.clone())
             .add_service(cluster_service.clone())
