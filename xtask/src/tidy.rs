@@ -51,8 +51,52 @@ pub(crate) fn check() -> Result {
             }
         });
     }
+    problems.extend(error_table(&root));
     problems.extend(layering()?);
     if problems.is_empty() { Ok(()) } else { Err(format!("tidy:\n  {}", problems.join("\n  "))) }
+}
+
+/// The server writes etcd's error texts and builds gRPC statuses in one module,
+/// `error.rs`: elsewhere (tests aside) a status comes from a `ServerError`.
+fn error_table(root: &Path) -> Vec<String> {
+    const SERVER: &str = "crates/ferrocd-server/src";
+    const BUILDERS: &[&str] = &[
+        "Status::new(",
+        "Status::unknown(",
+        "Status::unavailable(",
+        "Status::invalid_argument(",
+        "Status::failed_precondition(",
+        "Status::internal(",
+        "Status::not_found(",
+        "Status::unimplemented(",
+        "Status::out_of_range(",
+        "Status::resource_exhausted(",
+        "Status::permission_denied(",
+        "Status::already_exists(",
+        "Status::cancelled(",
+        "Status::aborted(",
+        "Status::deadline_exceeded(",
+        "Status::unauthenticated(",
+    ];
+    let mut problems = Vec::new();
+    walk(&root.join(SERVER), &mut |path| {
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("error.rs") {
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (i, line) in code.lines().enumerate() {
+            if line.contains("\"etcdserver: ") || BUILDERS.iter().any(|b| line.contains(b)) {
+                problems.push(format!(
+                    "{}:{}: an etcd error text or a gRPC status built outside error.rs: {}",
+                    rel(root, path),
+                    i + 1,
+                    line.trim()
+                ));
+            }
+        }
+    });
+    problems
 }
 
 fn rel(root: &Path, path: &Path) -> String {

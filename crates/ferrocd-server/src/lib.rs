@@ -10,6 +10,7 @@
 
 mod authority;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod history;
 pub mod ids;
@@ -40,8 +41,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::Config;
+use context::{Edge, Listener};
 use replica::{KvMachine, LeaseSetup, LogCommand, MemberAttrs, RaftWritePath, log_command};
 use services::cluster::ClusterService;
 use services::kv::KvService;
@@ -163,6 +166,9 @@ impl Server {
             .max_encoding_message_size(usize::MAX);
         let cluster_service = ClusterServer::new(ClusterService(Arc::clone(&shared)));
         let lease_service = LeaseServer::new(LeaseService::new(Arc::clone(&shared)));
+        // Every request gets its context at the edge of the listener it came in on.
+        let peer_edge = Edge::new(Listener::Peer, request_timeout);
+        let client_edge = Edge::new(Listener::Client, request_timeout);
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
         // Peers: Raft's transport, and the services followers forward requests to.
@@ -172,9 +178,9 @@ impl Server {
             // connection of a member that is only catching up; peers are not anonymous clients.
             .http2_max_pending_accept_reset_streams(Some(10_000))
             .add_service(node.peer_service())
-            .add_service(kv_service.clone())
-            .add_service(cluster_service.clone())
-            .add_service(lease_service.clone());
+            .add_service(InterceptedService::new(kv_service.clone(), peer_edge))
+            .add_service(InterceptedService::new(cluster_service.clone(), peer_edge))
+            .add_service(InterceptedService::new(lease_service.clone(), peer_edge));
         let peer_addrs = serve(config.peer_listen_addrs()?, &peer_router, &stopped, &mut listeners).await?;
         if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
@@ -186,23 +192,28 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(health_service)
-            .add_service(kv_service)
-            .add_service(cluster_service)
-            .add_service(
+            .add_service(InterceptedService::new(kv_service, client_edge))
+            .add_service(InterceptedService::new(cluster_service, client_edge))
+            .add_service(InterceptedService::new(
                 MaintenanceServer::new(MaintenanceService(Arc::clone(&shared)))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
-            );
+                client_edge,
+            ));
         let loopback = Loopback::default();
         let client_router = client_router
-            .add_service(lease_service)
-            .add_service(LockServer::new(LockService::new(loopback.clone())))
-            .add_service(ElectionServer::new(ElectionService::new(loopback.clone())))
-            .add_service(
+            .add_service(InterceptedService::new(lease_service, client_edge))
+            .add_service(InterceptedService::new(LockServer::new(LockService::new(loopback.clone())), client_edge))
+            .add_service(InterceptedService::new(
+                ElectionServer::new(ElectionService::new(loopback.clone())),
+                client_edge,
+            ))
+            .add_service(InterceptedService::new(
                 WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
-            );
+                client_edge,
+            ));
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
         if let Some(addr) = client_addrs.first() {
             loopback.set(*addr);

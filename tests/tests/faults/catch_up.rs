@@ -25,11 +25,12 @@ fn a_paused_follower_catches_up_after_large_entries() {
     let resumed = Instant::now();
     cluster.members[f].resume();
     let mut follower = Client::connect(&cluster.members[f].endpoint());
-    wait_for("the resumed follower to reach the leader's raft index", WAIT, || {
+    // Unloaded it takes about 12 s in a debug build; the bound only has to tell "converges"
+    // from "never" (before the fix it stayed behind for good), on a busy machine too.
+    wait_for("the resumed follower to reach the leader's raft index", 2 * WAIT, || {
         follower.status(Duration::from_secs(2)).is_some_and(|s| s.raft_applied_index >= target)
     });
     let took = resumed.elapsed();
-    assert!(took < Duration::from_secs(30), "catching up took {took:?}");
     assert_eq!(follower.count_serializable("large/").unwrap(), 100);
     eprintln!("a follower 100 MB behind caught up in {took:?}");
 }

@@ -33,18 +33,6 @@ const MAX_LEARNERS: usize = 1;
 #[derive(Debug)]
 pub struct ClusterService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
 
-fn failed(message: &str) -> Status {
-    Status::failed_precondition(message.to_string())
-}
-
-fn not_enough_started() -> Status {
-    failed("etcdserver: re-configuration failed due to not enough started members")
-}
-
-fn unhealthy() -> Status {
-    Status::unavailable("etcdserver: unhealthy cluster")
-}
-
 /// What `--strict-reconfig-check` judges a change by: the voters, which of them have started
 /// (published their name) and which the leader has heard from lately.
 struct Quorum {
@@ -67,49 +55,45 @@ impl Quorum {
 
     /// etcd's rules for adding a voter: with the newcomer, a quorum must be started (a lone
     /// started member may take a second); and every voter must be up.
-    fn may_add_voter(&self) -> Result<(), Status> {
+    fn may_add_voter(&self) -> Result<(), ServerError> {
         let (members, started) = self.started_voters(None);
         let (members, lone) = (members + 1, started == 1 && members == 1);
         if !lone && started < members / 2 + 1 {
-            return Err(not_enough_started());
+            return Err(ServerError::NotEnoughStartedMembers);
         }
-        if self.all_active() { Ok(()) } else { Err(unhealthy()) }
+        if self.all_active() { Ok(()) } else { Err(ServerError::UnhealthyCluster) }
     }
 
     /// etcd's rules for promoting a learner: as adding a voter, counting the learner as started.
-    fn may_promote(&self) -> Result<(), Status> {
+    fn may_promote(&self) -> Result<(), ServerError> {
         let (members, started) = self.started_voters(None);
         let (members, started) = (members + 1, started + 1);
         if started < members / 2 + 1 {
-            return Err(not_enough_started());
+            return Err(ServerError::NotEnoughStartedMembers);
         }
-        if self.all_active() { Ok(()) } else { Err(unhealthy()) }
+        if self.all_active() { Ok(()) } else { Err(ServerError::UnhealthyCluster) }
     }
 
     /// etcd's rules for removing voter `id`: the started others must be a quorum of the others;
     /// a voter that is down may go; otherwise the active others must be a quorum of today's voters.
-    fn may_remove_voter(&self, id: u64, me: u64) -> Result<(), Status> {
+    fn may_remove_voter(&self, id: u64, me: u64) -> Result<(), ServerError> {
         let (members, started) = self.started_voters(Some(id));
         if started < members / 2 + 1 {
-            return Err(not_enough_started());
+            return Err(ServerError::NotEnoughStartedMembers);
         }
         if id != me && !self.active.contains(&id) {
             return Ok(());
         }
         let active = self.voters.iter().filter(|v| self.active.contains(v)).count();
-        if active - 1 < 1 + (self.voters.len() - 1) / 2 { Err(unhealthy()) } else { Ok(()) }
+        if active - 1 < 1 + (self.voters.len() - 1) / 2 { Err(ServerError::UnhealthyCluster) } else { Ok(()) }
     }
-}
-
-fn not_found() -> Status {
-    Status::not_found("etcdserver: member not found")
 }
 
 impl<E: Engine, W: WritePath> ClusterService<E, W> {
     /// Every member, voters then learners, by ID within each.
     fn members(&self) -> Result<Vec<Member>, Status> {
         let status = self.0.node.status();
-        let attrs = self.0.machine.member_attrs().map_err(|e| Status::internal(e.to_string()))?;
+        let attrs = self.0.machine.member_attrs().map_err(|e| ServerError::Storage(e.to_string()))?;
         let member = |(id, node): (&u64, &Node), learner: bool| {
             let a = attrs.get(id);
             Member {
@@ -132,7 +116,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
             return Ok(None);
         }
         let status = self.0.node.status();
-        let attrs = self.0.machine.member_attrs().map_err(|e| Status::internal(e.to_string()))?;
+        let attrs = self.0.machine.member_attrs().map_err(|e| ServerError::Storage(e.to_string()))?;
         let started = attrs.iter().filter(|(_, a)| !a.name.is_empty()).map(|(id, _)| *id).collect();
         // Served at the leader (requests are forwarded to it); a member that lost the lead
         // meanwhile knows of no one active, and the change fails as unhealthy.
@@ -146,7 +130,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
 
     fn check_urls(urls: &[String]) -> Result<(), Status> {
         if urls.is_empty() || urls.iter().any(|u| parse_url("peerURLs", u).is_err()) {
-            return Err(Status::invalid_argument("etcdserver: given member URLs are invalid"));
+            return Err(ServerError::InvalidPeerUrls.into());
         }
         Ok(())
     }
@@ -161,7 +145,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
             .chain(&status.members.learners)
             .filter(|(id, _)| Some(**id) != except)
             .any(|(_, node)| node.urls.iter().any(|u| urls.contains(u)));
-        if taken { Err(failed("etcdserver: Peer URLs already exists")) } else { Ok(()) }
+        if taken { Err(ServerError::PeerUrlExists.into()) } else { Ok(()) }
     }
 }
 
@@ -184,13 +168,13 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         self.check_unique(&req.peer_ur_ls, None)?;
         let status = self.0.node.status();
         if req.is_learner && status.members.learners.len() >= MAX_LEARNERS {
-            return Err(failed("etcdserver: too many learner members in cluster"));
+            return Err(ServerError::TooManyLearners.into());
         }
         // etcd derives a new member's ID from its peer URLs, the cluster token and the time.
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = ids::member_id(&req.peer_ur_ls, &format!("{}{now}", self.0.cluster_token));
         if status.members.voters.contains_key(&id) || status.members.learners.contains_key(&id) {
-            return Err(failed("etcdserver: member ID already exist"));
+            return Err(ServerError::MemberIdExists.into());
         }
         let node = Node { urls: req.peer_ur_ls.clone() };
         self.0.node.add_learner(id, node).await.map_err(raft_error)?;
@@ -233,7 +217,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             quorum.may_remove_voter(id, self.0.member_id)?;
         }
         match self.0.node.remove(id).await {
-            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(not_found()),
+            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(ServerError::MemberNotFound.into()),
             other => other.map_err(raft_error)?,
         }
         Ok(Response::new(MemberRemoveResponse { header: self.header(), members: self.members()? }))
@@ -253,7 +237,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         Self::check_urls(&req.peer_ur_ls)?;
         self.check_unique(&req.peer_ur_ls, Some(req.id))?;
         match self.0.node.update(req.id, Node { urls: req.peer_ur_ls }).await {
-            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(not_found()),
+            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(ServerError::MemberNotFound.into()),
             other => other.map_err(raft_error)?,
         }
         Ok(Response::new(MemberUpdateResponse { header: self.header(), members: self.members()? }))
@@ -280,15 +264,15 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         let id = request.into_inner().id;
         let status = self.0.node.status();
         if status.members.voters.contains_key(&id) {
-            return Err(failed("etcdserver: can only promote a learner member"));
+            return Err(ServerError::MemberNotLearner.into());
         }
         if !status.members.learners.contains_key(&id) {
-            return Err(not_found());
+            return Err(ServerError::MemberNotFound.into());
         }
         // etcd promotes a learner only once its log is within 10% of the leader's.
         let matched = status.matched.get(&id).copied().unwrap_or(0);
         if (matched as f64) < status.last_log_index as f64 * 0.9 {
-            return Err(failed("etcdserver: can only promote a learner member which is in sync with leader"));
+            return Err(ServerError::LearnerNotReady.into());
         }
         if let Some(quorum) = self.quorum()? {
             quorum.may_promote()?;
@@ -310,8 +294,8 @@ mod tests {
         }
     }
 
-    fn message(result: Result<(), Status>) -> String {
-        result.err().map(|s| s.message().to_string()).unwrap_or_default()
+    fn message(result: Result<(), ServerError>) -> String {
+        result.err().map(|e| Status::from(e).message().to_string()).unwrap_or_default()
     }
 
     const NOT_STARTED: &str = "etcdserver: re-configuration failed due to not enough started members";

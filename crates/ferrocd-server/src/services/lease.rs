@@ -22,7 +22,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{FORWARDED, Route, Shared, forwarded};
+use super::{Route, Shared};
+use crate::context::RequestContext;
 use crate::error::ServerError;
 use crate::write_path::{LeaseCommand, WritePath};
 
@@ -45,22 +46,19 @@ impl<E: Engine, W: WritePath> LeaseService<E, W> {
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
-/// Renews lease `id` at the leader: here when this member leads, else forwarded (`forwarded`:
-/// the request already was, and is not forwarded again). An unknown or expired lease answers
-/// TTL 0, as etcd does.
+/// Renews lease `id` at the leader: here when this member leads, else forwarded (unless the
+/// stream (`stream`: its context) already was). Each renewal has a request timeout of its own.
+/// An unknown or expired lease answers TTL 0, as etcd does.
 async fn keep_alive_once<E: Engine, W: WritePath>(
     shared: &Shared<E, W>,
     id: i64,
-    already_forwarded: bool,
+    stream: &RequestContext,
 ) -> Result<LeaseKeepAliveResponse, Status> {
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + shared.request_timeout;
-    let mut probe = Request::new(());
-    if already_forwarded {
-        probe.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    }
+    let ctx = RequestContext { deadline, ..stream.clone() };
     loop {
-        let retry = match shared.route(&probe).await? {
+        let retry = match shared.route(&ctx).await? {
             Route::Local => match shared.renew(id).await {
                 Ok(ttl) => {
                     let header = shared.header(shared.kv.current_revision());
@@ -72,12 +70,11 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
             },
             Route::Leader(channel, _) => {
                 let once = futures::stream::once(async move { LeaseKeepAliveRequest { id } });
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let left = ctx.left();
                 let sent = async {
-                    let mut request = forwarded(once);
-                    request.set_timeout(left);
+                    let request = ctx.forward(once);
                     let mut responses = LeaseClient::new(channel).lease_keep_alive(request).await?.into_inner();
-                    responses.message().await?.ok_or_else(|| Status::unavailable("etcdserver: leader changed"))
+                    responses.message().await?.ok_or_else(|| ServerError::LeaderChanged.into())
                 };
                 let Ok(sent) = tokio::time::timeout(left, sent).await else {
                     return Err(shared.timed_out(started, "forwarding a keep-alive to the leader").into());
@@ -145,13 +142,13 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         self.shared.not_learner()?;
-        let already_forwarded = request.metadata().contains_key(FORWARDED);
+        let ctx = self.shared.context(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
-                let resp = keep_alive_once(&shared, req.id, already_forwarded).await;
+                let resp = keep_alive_once(&shared, req.id, &ctx).await;
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {
                     break;

@@ -34,7 +34,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
                 header: self.0.header(self.0.kv.current_revision()),
                 alarms: Vec::new(),
             })),
-            _ => Err(Status::unimplemented("alarm activation and deactivation are not built yet")),
+            _ => Err(ServerError::Unimplemented("alarm activation and deactivation").into()),
         }
     }
 
@@ -74,13 +74,13 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
             Ok::<_, ferrocd_engine::Error>(())
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| ServerError::Storage(e.to_string()))?
         .map_err(|e| ServerError::Storage(e.to_string()))?;
         Ok(Response::new(DefragmentResponse { header: self.0.header(self.0.kv.current_revision()) }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented("Hash is not built yet; use HashKV"))
+        Err(ServerError::Unimplemented("Hash (HashKV is)").into())
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -89,7 +89,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
         let kv = Arc::clone(&self.0.kv);
         let h = tokio::task::spawn_blocking(move || kv.hash_kv(revision))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| ServerError::Storage(e.to_string()))?
             .map_err(ServerError::from)?;
         Ok(Response::new(HashKvResponse {
             header: self.0.header(self.0.kv.current_revision()),
@@ -102,7 +102,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("Snapshot is not built yet"))
+        Err(ServerError::Unimplemented("Snapshot").into())
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
@@ -110,10 +110,10 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
         let target = request.into_inner().target_id;
         let raft = s.node.status();
         if raft.leader != Some(s.member_id) {
-            return Err(Status::failed_precondition("etcdserver: not leader"));
+            return Err(ServerError::NotLeaderToMove.into());
         }
         if !raft.members.voters.contains_key(&target) {
-            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+            return Err(ServerError::BadLeaderTransferee.into());
         }
         if target != s.member_id {
             let deadline = tokio::time::Instant::now() + s.request_timeout;
@@ -140,6 +140,6 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
-        Err(Status::unimplemented("Downgrade is not built yet"))
+        Err(ServerError::Unimplemented("Downgrade").into())
     }
 }

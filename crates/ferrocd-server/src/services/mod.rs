@@ -24,12 +24,10 @@ use ferrocd_raft::{RaftNode, Role};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::context::RequestContext;
 use crate::error::ServerError;
 use crate::replica::{KvMachine, raft_error};
 use crate::write_path::WritePath;
-
-/// Metadata marking a request one member forwarded to the leader (it is not forwarded again).
-pub const FORWARDED: &str = "ferrocd-forwarded";
 
 /// What every service shares.
 #[derive(Debug)]
@@ -135,14 +133,7 @@ pub(crate) fn unsent(status: &Status) -> bool {
 pub(crate) fn lost_in_transit(status: &Status) -> bool {
     use tonic::Code;
     let transport_code = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal);
-    std::error::Error::source(status).is_some() || (transport_code && !status.message().starts_with("etcdserver: "))
-}
-
-/// Marks `req` as forwarded.
-pub fn forwarded<T>(req: T) -> Request<T> {
-    let mut req = Request::new(req);
-    req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    req
+    std::error::Error::source(status).is_some() || (transport_code && !crate::error::is_server_answer(status.message()))
 }
 
 impl<E: Engine, W: WritePath> Shared<E, W> {
@@ -164,19 +155,24 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         if self.node.role() == Role::Learner { Err(ServerError::Learner) } else { Ok(()) }
     }
 
+    /// The context the edge gave `request` (see [`RequestContext::of`]).
+    pub fn context<T>(&self, request: &Request<T>) -> RequestContext {
+        RequestContext::of(request, self.request_timeout)
+    }
+
     /// Where a request that changes the cluster's state is served: here when this member leads,
-    /// else at the leader (a request already forwarded once is not forwarded again). Waits up
-    /// to the request timeout for a leader to be elected.
+    /// else at the leader (a request already forwarded once is not forwarded again). Waits for
+    /// a leader to be elected until the request's deadline.
     ///
     /// # Errors
     /// etcd's learner, no-leader and leader-changed errors.
-    pub async fn route<T>(&self, req: &Request<T>) -> Result<Route, ServerError> {
+    pub async fn route(&self, ctx: &RequestContext) -> Result<Route, ServerError> {
         self.not_learner()?;
         let leader = match self.node.leader() {
             Some(leader) => leader,
             None => self
                 .node
-                .wait_until(self.request_timeout, |s| s.leader.is_some())
+                .wait_until(ctx.left(), |s| s.leader.is_some())
                 .await
                 .ok()
                 .and_then(|s| s.leader)
@@ -185,7 +181,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         if leader == self.member_id {
             return Ok(Route::Local);
         }
-        if req.metadata().contains_key(FORWARDED) {
+        if ctx.forwarded {
             return Err(ServerError::LeaderChanged);
         }
         let members = self.node.status().members;
@@ -207,16 +203,15 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         call: &impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
     ) -> Result<Option<R>, Status> {
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let ctx = self.context(request);
+        let deadline = ctx.deadline;
         loop {
-            let Route::Leader(channel, leader) = self.route(request).await? else { return Ok(None) };
-            // The leader gets what is left of the request timeout as the call's deadline, and
-            // this member stops waiting then too (a leader that is paused or cut off answers
-            // nothing).
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let mut forward = forwarded(request.get_ref().clone());
-            forward.set_timeout(left);
-            match tokio::time::timeout(left, call(channel, forward)).await {
+            let Route::Leader(channel, leader) = self.route(&ctx).await? else { return Ok(None) };
+            // The leader gets what is left of the deadline as the call's own, with the caller's
+            // metadata, and this member stops waiting then too (a leader that is paused or cut
+            // off answers nothing).
+            let forward = ctx.forward(request.get_ref().clone());
+            match tokio::time::timeout(ctx.left(), call(channel, forward)).await {
                 Err(_) => return Err(self.timed_out(started, "forwarding to the leader").into()),
                 Ok(Ok(resp)) => return Ok(Some(resp.into_inner())),
                 Ok(Err(status)) if unsent(&status) && tokio::time::Instant::now() < deadline => {
@@ -251,7 +246,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         forward: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
         local: impl Fn(T) -> F,
     ) -> Result<Response<R>, Status> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let deadline = self.context(&request).deadline;
         loop {
             if let Some(mut resp) = self.forward(&request, &forward).await? {
                 self.caught_up(resp.header().as_ref()).await;

@@ -33,13 +33,11 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::error::ServerError;
+
 /// The TTL of the lease a Lock or Campaign without one gets (etcd's session default); it is
 /// not kept alive.
 const SESSION_TTL: i64 = 60;
-const SESSION_EXPIRED: &str = "mutex: session is expired";
-const NOT_LEADER: &str = "election: not leader";
-const NO_LEADER: &str = "election: no leader";
-const MISSING_LEADER: &str = "\"leader\" field must be provided";
 
 /// A connection to this member's own client services, set once its listener is bound.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +59,7 @@ impl Loopback {
     }
 
     fn channel(&self) -> Result<Channel, Status> {
-        self.0.get().cloned().ok_or_else(|| Status::unavailable("etcdserver: server is not serving yet"))
+        self.0.get().cloned().ok_or_else(|| ServerError::NotServing.into())
     }
 
     fn kv(&self) -> Result<KvClient<Channel>, Status> {
@@ -117,10 +115,6 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
         Some(response_op::Response::ResponseRange(r)) => r.kvs.clone(),
         _ => Vec::new(),
     }
-}
-
-fn unknown(message: &str) -> Status {
-    Status::unknown(message)
 }
 
 /// The recipes' client side, over the loopback connection.
@@ -181,7 +175,8 @@ impl Recipes {
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
             Ok((rev, None, owner, resp.header))
         } else {
-            let mine = range_kvs(&resp, 0).into_iter().next().ok_or_else(|| unknown(SESSION_EXPIRED))?;
+            let mine =
+                range_kvs(&resp, 0).into_iter().next().ok_or_else(|| Status::from(ServerError::SessionExpired))?;
             Ok((mine.create_revision, Some(mine.value), owner, resp.header))
         }
     }
@@ -213,20 +208,20 @@ impl Recipes {
         let (_requests, mut watch) = self.watch(create).await?;
         while let Some(resp) = watch.message().await? {
             if resp.canceled {
-                return Err(Status::unavailable(format!("etcdserver: watch canceled: {}", resp.cancel_reason)));
+                return Err(ServerError::WatchCanceled(resp.cancel_reason).into());
             }
             if resp.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
                 return Ok(());
             }
         }
-        Err(Status::unavailable("etcdserver: watch canceled"))
+        Err(ServerError::WatchCanceled(String::new()).into())
     }
 
     /// The header of a read of `key`, failing when the key is gone (its lease expired).
     async fn still_held(&self, key: &[u8]) -> Result<Option<ResponseHeader>, Status> {
         let resp =
             self.loopback.kv()?.range(RangeRequest { key: key.to_vec(), ..Default::default() }).await?.into_inner();
-        if resp.kvs.is_empty() { Err(unknown(SESSION_EXPIRED)) } else { Ok(resp.header) }
+        if resp.kvs.is_empty() { Err(Status::from(ServerError::SessionExpired)) } else { Ok(resp.header) }
     }
 
     async fn delete(&self, key: &[u8]) -> Result<Option<ResponseHeader>, Status> {
@@ -320,7 +315,7 @@ impl Recipes {
             failure: Vec::new(),
         };
         let resp = self.loopback.kv()?.txn(txn).await?.into_inner();
-        if resp.succeeded { Ok(resp.header) } else { Err(unknown(NOT_LEADER)) }
+        if resp.succeeded { Ok(resp.header) } else { Err(Status::from(ServerError::ElectionNotLeader)) }
     }
 
     /// Sends the election's leader and each change of it (a new value, a new leader) to `tx`
@@ -393,13 +388,13 @@ impl Election for ElectionService {
             r.proclaim(&leader, &req.value).await?;
         }
         r.wait_turn(&prefix, &key, rev, owner.as_ref()).await?;
-        let header = r.still_held(&key).await.map_err(|_| unknown(NOT_LEADER))?;
+        let header = r.still_held(&key).await.map_err(|_| Status::from(ServerError::ElectionNotLeader))?;
         Ok(Response::new(CampaignResponse { header, leader: Some(leader) }))
     }
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
         let req = request.into_inner();
-        let leader = req.leader.ok_or_else(|| unknown(MISSING_LEADER))?;
+        let leader = req.leader.ok_or_else(|| Status::from(ServerError::MissingLeaderField))?;
         let header = self.0.proclaim(&leader, &req.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
@@ -407,7 +402,7 @@ impl Election for ElectionService {
     async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
         let prefix = with_slash(&request.into_inner().name);
         let resp = self.0.loopback.kv()?.range(first_created(&prefix)).await?.into_inner();
-        let kv = resp.kvs.into_iter().next().ok_or_else(|| unknown(NO_LEADER))?;
+        let kv = resp.kvs.into_iter().next().ok_or_else(|| Status::from(ServerError::ElectionNoLeader))?;
         Ok(Response::new(LeaderResponse { header: resp.header, kv: Some(kv) }))
     }
 
@@ -433,7 +428,7 @@ impl Election for ElectionService {
     }
 
     async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
-        let leader = request.into_inner().leader.ok_or_else(|| unknown(MISSING_LEADER))?;
+        let leader = request.into_inner().leader.ok_or_else(|| Status::from(ServerError::MissingLeaderField))?;
         let txn = TxnRequest {
             compare: vec![created_at(&leader.key, leader.rev)],
             success: vec![op(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
