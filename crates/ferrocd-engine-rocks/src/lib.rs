@@ -75,16 +75,6 @@ impl RocksEngine {
         Ok(Self { db, path, buckets: buckets.to_vec() })
     }
 
-    /// Writes a consistent copy of the whole database to `dir`, which must not exist yet: a
-    /// RocksDB checkpoint, whose table files are hard links when `dir` is on the same
-    /// filesystem (so it costs little time and space however large the database is).
-    ///
-    /// # Errors
-    /// [`Error::Backend`] when RocksDB cannot create it.
-    pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(backend)?.create_checkpoint(dir).map_err(backend)
-    }
-
     /// The directory the database lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -221,6 +211,16 @@ impl Engine for RocksEngine {
         self.db.compact_range_cf(self.cf(bucket)?, None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
+
+    /// A RocksDB checkpoint, whose table files are hard links when `dir` is on the same
+    /// filesystem (so it costs little time and space however large the database is).
+    fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(backend)?.create_checkpoint(dir).map_err(backend)
+    }
+
+    fn open_checkpoint(dir: &Path, buckets: &[Bucket]) -> Result<Self> {
+        Self::open_read_only(dir, buckets)
+    }
 }
 
 #[cfg(test)]
@@ -265,13 +265,13 @@ mod tests {
         let mut batch = WriteBatch::new();
         batch.put(b, b"k", b"v");
         engine.write(batch, false).unwrap();
-        engine.checkpoint(dir.path().join("copy")).unwrap();
+        engine.checkpoint(&dir.path().join("copy")).unwrap();
         let mut batch = WriteBatch::new();
         batch.put(b, b"later", b"x");
         engine.write(batch, false).unwrap();
         let copy = RocksEngine::open_read_only(dir.path().join("copy"), &[b]).unwrap();
         assert_eq!(copy.get(b, b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(copy.get(b, b"later").unwrap(), None);
-        assert!(engine.checkpoint(dir.path().join("copy")).is_err(), "the target must not exist");
+        assert!(engine.checkpoint(&dir.path().join("copy")).is_err(), "the target must not exist");
     }
 }

@@ -18,6 +18,8 @@ pub use batch::{BatchOp, WriteBatch};
 pub use error::{Error, Result};
 pub use mem::MemEngine;
 
+use std::path::Path;
+
 /// A named keyspace inside an engine (a column family in RocksDB).
 ///
 /// The set of buckets is fixed when an engine is opened; using another is an error.
@@ -107,4 +109,20 @@ pub trait Engine: ReadView + Send + Sync + 'static {
     /// # Errors
     /// [`Error::UnknownBucket`]; I/O errors.
     fn compact_bucket(&self, bucket: Bucket) -> Result<()>;
+
+    /// Writes a consistent point-in-time copy of every bucket into `dir`, which must not exist
+    /// yet (Raft snapshots are made of these). A persistent engine makes it cheap (RocksDB:
+    /// hard links to its table files).
+    ///
+    /// # Errors
+    /// `dir` exists; I/O errors.
+    fn checkpoint(&self, dir: &Path) -> Result<()>;
+
+    /// Opens, read-only, the copy [`Engine::checkpoint`] wrote into `dir`, with `buckets`.
+    ///
+    /// # Errors
+    /// No copy there, or one without a bucket asked for; I/O errors.
+    fn open_checkpoint(dir: &Path, buckets: &[Bucket]) -> Result<Self>
+    where
+        Self: Sized;
 }

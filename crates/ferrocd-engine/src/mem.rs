@@ -1,7 +1,9 @@
 //! The in-memory reference engine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Write as _};
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -32,6 +34,37 @@ impl MemEngine {
         let trees = buckets.iter().map(|b| (b.0, Arc::new(Tree::new()))).collect();
         Self { trees: RwLock::new(trees) }
     }
+}
+
+/// The file a checkpoint is written to: per bucket (by name), its name, its entry count (u64)
+/// and its entries, every byte string length-prefixed (u32); integers little-endian.
+const IMAGE: &str = "MEMENGINE";
+
+fn io(e: std::io::Error) -> Error {
+    Error::Backend(e.to_string())
+}
+
+fn truncated(e: std::io::Error) -> Error {
+    Error::Corrupt(format!("a truncated checkpoint: {e}"))
+}
+
+fn write_bytes(out: &mut impl std::io::Write, bytes: &[u8]) -> Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(|_| Error::Backend("a key or value over 4 GiB".into()))?;
+    out.write_all(&len.to_le_bytes()).map_err(io)?;
+    out.write_all(bytes).map_err(io)
+}
+
+/// The next byte string; `None` at a clean end of the file when `at_end_ok`.
+fn read_bytes(input: &mut impl std::io::Read, at_end_ok: bool) -> Result<Option<Vec<u8>>> {
+    let mut len = [0; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if at_end_ok && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(truncated(e)),
+    }
+    let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut bytes).map_err(truncated)?;
+    Ok(Some(bytes))
 }
 
 fn tree(trees: &Trees, bucket: Bucket) -> Result<&Arc<Tree>> {
@@ -137,6 +170,48 @@ impl Engine for MemEngine {
 
     fn snapshot(&self) -> MemSnapshot {
         MemSnapshot { trees: self.trees.read().clone() }
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<()> {
+        let trees = self.snapshot().trees;
+        std::fs::create_dir(dir).map_err(io)?;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(IMAGE)).map_err(io)?);
+        let mut names: Vec<&&str> = trees.keys().collect();
+        names.sort();
+        for name in names {
+            let tree = &trees[*name];
+            write_bytes(&mut out, name.as_bytes())?;
+            out.write_all(&(tree.len() as u64).to_le_bytes()).map_err(io)?;
+            for (k, v) in tree.iter() {
+                write_bytes(&mut out, k)?;
+                write_bytes(&mut out, v)?;
+            }
+        }
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)
+    }
+
+    fn open_checkpoint(dir: &Path, buckets: &[Bucket]) -> Result<Self> {
+        let mut input = std::io::BufReader::new(std::fs::File::open(dir.join(IMAGE)).map_err(io)?);
+        let mut found: HashMap<Vec<u8>, Tree> = HashMap::new();
+        while let Some(name) = read_bytes(&mut input, true)? {
+            let mut count = [0; 8];
+            input.read_exact(&mut count).map_err(truncated)?;
+            let mut tree = Tree::new();
+            for _ in 0..u64::from_le_bytes(count) {
+                let key = read_bytes(&mut input, false)?.unwrap_or_default();
+                let value = read_bytes(&mut input, false)?.unwrap_or_default();
+                tree.insert(key, value);
+            }
+            found.insert(name, tree);
+        }
+        let mut trees = Trees::new();
+        for bucket in buckets {
+            let tree = found
+                .remove(bucket.0.as_bytes())
+                .ok_or_else(|| Error::Corrupt(format!("no bucket {:?} in the checkpoint", bucket.0)))?;
+            trees.insert(bucket.0, Arc::new(tree));
+        }
+        Ok(Self { trees: RwLock::new(trees) })
     }
 
     fn size_bytes(&self) -> u64 {

@@ -26,7 +26,26 @@ pub fn run_suite<E: Engine>(mut open: impl FnMut(&[Bucket]) -> E) {
     buckets_are_isolated(&open(BUCKETS));
     snapshot_is_isolated(&open(BUCKETS));
     sync_and_size(&open(BUCKETS));
+    checkpoint_is_a_point_in_time_copy(&open(BUCKETS));
     matches_model(&mut open);
+}
+
+fn checkpoint_is_a_point_in_time_copy<E: Engine>(engine: &E) {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let copy = dir.path().join("copy");
+    put(engine, A, b"k", b"v");
+    put(engine, B, b"", b"empty key");
+    put(engine, B, b"empty value", b"");
+    engine.checkpoint(&copy).expect("checkpoint");
+    put(engine, A, b"later", b"x");
+    let image = E::open_checkpoint(&copy, BUCKETS).expect("open the checkpoint");
+    assert_eq!(collect(&image, A, b"", None, false), vec![(b"k".to_vec(), b"v".to_vec())]);
+    assert_eq!(
+        collect(&image, B, b"", None, false),
+        vec![(b"".to_vec(), b"empty key".to_vec()), (b"empty value".to_vec(), b"".to_vec())]
+    );
+    assert!(engine.checkpoint(&copy).is_err(), "the target must not exist");
+    assert!(E::open_checkpoint(&dir.path().join("nothing"), BUCKETS).is_err());
 }
 
 fn collect(

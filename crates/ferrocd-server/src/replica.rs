@@ -525,14 +525,14 @@ impl Apply for KvMachine {
         // (hard links), and the Raft state blob read back from it is exactly its point.
         std::fs::remove_dir(dir)?;
         self.kv.engine().checkpoint(dir).map_err(io_error)?;
-        let image = RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?;
+        let image = RocksEngine::open_checkpoint(dir, &storage::buckets()).map_err(io_error)?;
         Ok(image.get(SERVER_BUCKET, RAFT_STATE).map_err(io_error)?.unwrap_or_default())
     }
 
     fn install(&self, dir: &Path) -> io::Result<()> {
         let engine = self.kv.engine();
         // A snapshot that does not open is refused before anything is changed.
-        drop(RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?);
+        drop(RocksEngine::open_checkpoint(dir, &storage::buckets()).map_err(io_error)?);
         let mut mark = WriteBatch::new();
         mark.put(SERVER_BUCKET, INSTALLING, dir.to_string_lossy().as_bytes().to_vec());
         engine.write(mark, true).map_err(io_error)?;
@@ -571,7 +571,7 @@ fn replicated_server_key(key: &[u8]) -> bool {
 /// Replaces the replicated state in `engine` with the checkpoint in `dir`, in bounded batches;
 /// the last batch clears the install mark. Idempotent, so a crash midway is finished on open.
 fn install_from(engine: &impl Engine, dir: &Path) -> io::Result<()> {
-    let image = RocksEngine::open_read_only(dir, &storage::buckets()).map_err(io_error)?;
+    let image = RocksEngine::open_checkpoint(dir, &storage::buckets()).map_err(io_error)?;
     let mut batch = WriteBatch::new();
     for bucket in &REPLICATED[..3] {
         batch.delete_range(*bucket, Vec::new(), vec![0xff; 64]);
