@@ -121,9 +121,17 @@ headed!(
 );
 
 /// Whether a forwarded request failed before it left this member (so retrying cannot apply it
-/// twice): the connection to the leader could not be made.
+/// twice): the connection to the leader could not be made (tonic's `ConnectError` is in the
+/// status's error chain).
 pub(crate) fn unsent(status: &Status) -> bool {
-    status.code() == tonic::Code::Unavailable && status.message().contains("connect error")
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Whether a forwarded request failed in transit — the connection to the leader broke after
@@ -377,8 +385,21 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
 #[cfg(test)]
 mod tests {
     use ferrocd_engine::{Bucket, Engine, MemEngine, WriteBatch};
+    use ferrocd_proto::etcdserverpb::RangeRequest;
+    use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 
-    use super::SizeCache;
+    use super::{SizeCache, unsent};
+
+    #[tokio::test]
+    async fn a_request_to_a_member_that_cannot_be_reached_is_known_unsent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_lazy();
+        let status = KvClient::new(channel).range(RangeRequest::default()).await.unwrap_err();
+        assert!(unsent(&status), "{status:?}");
+        // The same words from a server that was reached mean nothing.
+        assert!(!unsent(&tonic::Status::unavailable("tcp connect error")));
+    }
 
     #[test]
     fn size_cache_follows_the_engine() {
