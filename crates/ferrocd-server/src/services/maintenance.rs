@@ -80,7 +80,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(ServerError::Unimplemented("Hash (HashKV is)").into())
+        Err(ServerError::Unimplemented("Hash (use HashKV)").into())
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
