@@ -220,6 +220,34 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// Sends a membership change through the leader until it succeeds (or `done` says its
+    /// refusal means it is done already), up to `timeout`; other refusals and timeouts are
+    /// retried meanwhile.
+    async fn change<F: Future<Output = Result<(), tonic::Status>>>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&tonic::Status) -> bool,
+        send: impl Fn(ClusterClient<Channel>) -> F,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let via = self.wait_leader(timeout).await?;
+            let answer =
+                tokio::time::timeout(Duration::from_secs(10), send(ClusterClient::new(self.host(via).channel.clone())));
+            let late = tokio::time::Instant::now() >= deadline;
+            match answer.await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(status)) if done(&status) => return Ok(()),
+                Ok(Err(status)) if late => bail!("{what}: {}", status.message()),
+                Ok(Err(status)) => note(&format!("{what} refused for now: {}", status.message())),
+                Err(_) if late => bail!("{what} timed out"),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Promotes the learner on host `slot`, retrying (up to `timeout`) while it is not yet in
     /// sync with the leader.
     ///
@@ -227,23 +255,10 @@ impl ChaosCluster {
     /// When it is not promoted in time.
     pub async fn promote(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
         let id = self.host(slot).id;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let via = self.wait_leader(timeout).await?;
-            let mut client = ClusterClient::new(self.host(via).channel.clone());
-            let answer =
-                tokio::time::timeout(Duration::from_secs(10), client.member_promote(MemberPromoteRequest { id })).await;
-            match answer {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(status)) if tokio::time::Instant::now() < deadline => {
-                    note(&format!("promote of host {slot} refused for now: {}", status.message()));
-                }
-                Ok(Err(status)) => bail!("promote of host {slot}: {}", status.message()),
-                Err(_) if tokio::time::Instant::now() < deadline => {}
-                Err(_) => bail!("promote of host {slot} timed out"),
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        let send = move |mut client: ClusterClient<Channel>| async move {
+            client.member_promote(MemberPromoteRequest { id }).await.map(drop)
+        };
+        self.change(&format!("promote of host {slot}"), timeout, |_| false, send).await
     }
 
     /// Removes the member on host `slot` from the cluster (through the leader) and stops its
@@ -253,20 +268,11 @@ impl ChaosCluster {
     /// A refused MemberRemove.
     pub async fn remove(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
         let id = self.host(slot).id;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let via = self.wait_leader(timeout).await?;
-            let mut client = ClusterClient::new(self.host(via).channel.clone());
-            let answer =
-                tokio::time::timeout(Duration::from_secs(10), client.member_remove(MemberRemoveRequest { id })).await;
-            match answer {
-                Ok(Ok(_)) => break,
-                Ok(Err(status)) if status.message().contains("member not found") => break,
-                _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(300)).await,
-                Ok(Err(status)) => bail!("remove of host {slot}: {}", status.message()),
-                Err(_) => bail!("remove of host {slot} timed out"),
-            }
-        }
+        let send = move |mut client: ClusterClient<Channel>| async move {
+            client.member_remove(MemberRemoveRequest { id }).await.map(drop)
+        };
+        let gone = |status: &tonic::Status| status.message().contains("member not found");
+        self.change(&format!("remove of host {slot}"), timeout, gone, send).await?;
         if let Some(mut host) = self.hosts[slot - 1].take() {
             host.member.kill();
         }
