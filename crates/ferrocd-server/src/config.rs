@@ -166,12 +166,31 @@ pub fn parse_url(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, Confi
     if host_port.contains('/') {
         return Err(bad("a listen URL has no path"));
     }
-    use std::net::ToSocketAddrs;
-    let addrs: Vec<SocketAddr> = host_port.to_socket_addrs().map_err(|e| bad(&e.to_string()))?.collect();
+    let addrs = resolve(host_port, |h| std::net::ToSocketAddrs::to_socket_addrs(h).map(Iterator::collect))
+        .map_err(|e| bad(&e.to_string()))?;
     if addrs.is_empty() {
         return Err(bad("resolves to no address"));
     }
     Ok(addrs)
+}
+
+/// The addresses of `host:port` by `lookup` (the system's resolver). `localhost` is the
+/// loopback address even where the resolver does not know it (a machine without `/etc/hosts`,
+/// as a fresh root made by debootstrap is), as RFC 6761 asks; etcd's default URLs name it.
+fn resolve(
+    host_port: &str,
+    lookup: impl Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    match lookup(host_port) {
+        Err(e) => {
+            let localhost = host_port.rsplit_once(':').and_then(|(host, port)| {
+                let port: u16 = port.parse().ok()?;
+                host.eq_ignore_ascii_case("localhost").then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+            });
+            localhost.map(|addr| vec![addr]).ok_or(e)
+        }
+        found => found,
+    }
 }
 
 /// Every address the URLs of `list` (flag `flag`) resolve to, each once.
@@ -296,6 +315,19 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("ferrocd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn localhost_is_the_loopback_address_without_a_resolver_that_knows_it() {
+        let unknown = |_: &str| Err(std::io::Error::other("Name or service not known"));
+        assert_eq!(resolve("localhost:2380", unknown).unwrap(), vec![SocketAddr::from(([127, 0, 0, 1], 2380))]);
+        assert_eq!(resolve("LocalHost:1", unknown).unwrap(), vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
+        assert!(resolve("elsewhere:2380", unknown).is_err());
+        assert!(resolve("localhost:port", unknown).is_err());
+        // A resolver that knows it has the last word (it may add ::1).
+        let both = |_: &str| Ok(vec![SocketAddr::from(([127, 0, 0, 1], 2380)), "[::1]:2380".parse().unwrap()]);
+        assert_eq!(resolve("localhost:2380", both).unwrap().len(), 2);
+        assert_eq!(parse_url("--listen-peer-urls", "http://localhost:2380").unwrap()[0].port(), 2380);
     }
 
     #[test]
