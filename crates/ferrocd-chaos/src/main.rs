@@ -70,9 +70,15 @@ fn chaos(args: &Args) -> anyhow::Result<bool> {
     // Before any thread starts: every thread of the runtime then lives in the switch namespace.
     net.enter_switch()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut interrupts = {
+        let _inside = runtime.enter();
+        Interrupts::install()?
+    };
     let began = std::time::Instant::now();
-    let mut all: Vec<HistoryReport> = Vec::new();
+    // Every checked history, counted as it is reported (an interrupted run's finished ones too).
+    let mut all: Vec<Tally> = Vec::new();
     let mut print = |r: &HistoryReport| {
+        all.push(Tally { fault: r.fault.name(), ok: r.ok(), inconclusive: r.findings.inconclusive, ops: r.ops });
         let verdict =
             if r.ok() { "ok".to_string() } else { format!("VIOLATION: {}", r.findings.violations.join("; ")) };
         println!(
@@ -100,10 +106,19 @@ fn chaos(args: &Args) -> anyhow::Result<bool> {
             lockers: args.lockers,
         };
         net.heal()?;
-        let reports = runtime.block_on(run::run(Arc::clone(&net), &plan, &mut print))?;
-        let failed = reports.iter().any(|r| !r.ok());
-        all.extend(reports);
-        if failed {
+        // Interrupted (SIGINT, SIGTERM): the run is dropped, which stops its members and
+        // unmounts its small disk; the namespaces go when `net` does.
+        let reports = runtime.block_on(async {
+            tokio::select! {
+                reports = run::run(Arc::clone(&net), &plan, &mut print) => reports.map(Some),
+                () = interrupts.next() => Ok(None),
+            }
+        })?;
+        let Some(reports) = reports else {
+            println!("interrupted during run seed {:#x}: its unfinished history is not counted", plan.seed);
+            break;
+        };
+        if reports.iter().any(|r| !r.ok()) {
             println!(
                 "a violation: replay with `cargo xtask chaos --seed {} --runs 1 --histories {}`",
                 plan.seed, args.histories
@@ -113,28 +128,59 @@ fn chaos(args: &Args) -> anyhow::Result<bool> {
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     summary(&all, began.elapsed());
-    Ok(all.iter().all(HistoryReport::ok))
+    Ok(all.iter().all(|t| t.ok))
 }
 
-fn summary(reports: &[HistoryReport], took: std::time::Duration) {
+/// What the summary counts of a history.
+struct Tally {
+    fault: &'static str,
+    ok: bool,
+    inconclusive: usize,
+    ops: usize,
+}
+
+/// SIGINT and SIGTERM, caught from the start (a run's first poll can take a while before the
+/// select that waits for them is polled).
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Installs the handlers; call it inside the runtime.
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+fn summary(tallies: &[Tally], took: std::time::Duration) {
     let mut per_fault: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
-    for r in reports {
-        let entry = per_fault.entry(r.fault.name()).or_default();
+    for t in tallies {
+        let entry = per_fault.entry(t.fault).or_default();
         entry.0 += 1;
-        entry.1 += usize::from(!r.ok());
-        entry.2 += r.findings.inconclusive;
+        entry.1 += usize::from(!t.ok);
+        entry.2 += t.inconclusive;
     }
     println!("\n| fault | histories | violations | undecided keys |\n|---|---:|---:|---:|");
     for (fault, (n, bad, undecided)) in &per_fault {
         println!("| {fault} | {n} | {bad} | {undecided} |");
     }
-    let ops: usize = reports.iter().map(|r| r.ops).sum();
-    let bad = reports.iter().filter(|r| !r.ok()).count();
+    let ops: usize = tallies.iter().map(|t| t.ops).sum();
+    let bad = tallies.iter().filter(|t| !t.ok).count();
     println!(
         "| **all** | **{}** | **{bad}** | {} |\n\n{} checked histories, {ops} operations, {bad} with violations, in {:.0} s",
-        reports.len(),
-        reports.iter().map(|r| r.findings.inconclusive).sum::<usize>(),
-        reports.len(),
+        tallies.len(),
+        tallies.iter().map(|t| t.inconclusive).sum::<usize>(),
+        tallies.len(),
         took.as_secs_f64()
     );
 }
