@@ -94,15 +94,16 @@ exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 const FULL: &str = r#"
 cd /src
 echo "clean-room: cargo xtask serve"
+started=$SECONDS
 setsid cargo xtask serve > /src/serve.log 2>&1 &
 server=$!
-for i in $(seq 1 3600); do
+while [ $((SECONDS - started)) -lt 7200 ]; do
   if [ -x /usr/bin/etcdctl ] && etcdctl --endpoints=127.0.0.1:2379 put clean-room ok >/dev/null 2>&1; then break; fi
   if ! kill -0 $server 2>/dev/null; then cat /src/serve.log; echo "clean-room: the server exited"; exit 1; fi
   sleep 1
 done
 test "$(etcdctl --endpoints=127.0.0.1:2379 get clean-room --print-value-only)" = ok
-echo "clean-room: the server answered etcdctl after ${i} s; stopping it"
+echo "clean-room: the server answered etcdctl $((SECONDS - started)) s after the command (its build included); stopping it"
 kill -TERM -- -$server
 wait $server || true
 test -d /src/default.ferrocd
