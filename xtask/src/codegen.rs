@@ -14,11 +14,28 @@ struct Target {
     out: &'static str,
     /// Whether tonic stubs go behind the `client` / `server` features.
     gate: bool,
+    /// Proto packages generated elsewhere: `(package, Rust path)`.
+    extern_paths: &'static [(&'static str, &'static str)],
 }
 
 const TARGETS: &[Target] = &[
-    Target { files: ETCD, out: "crates/ferrocd-proto/src/gen", gate: true },
-    Target { files: &["ferrocd/raft/v1/raft.proto"], out: "crates/ferrocd-raft/src/gen", gate: false },
+    Target { files: ETCD, out: "crates/ferrocd-proto/src/gen", gate: true, extern_paths: &[] },
+    Target {
+        files: &["ferrocd/raft/v1/raft.proto"],
+        out: "crates/ferrocd-raft/src/gen",
+        gate: false,
+        extern_paths: &[],
+    },
+    Target {
+        files: &["ferrocd/server/v1/entry.proto"],
+        out: "crates/ferrocd-server/src/gen",
+        gate: false,
+        extern_paths: &[
+            (".etcdserverpb", "::ferrocd_proto::etcdserverpb"),
+            (".mvccpb", "::ferrocd_proto::mvccpb"),
+            (".authpb", "::ferrocd_proto::authpb"),
+        ],
+    },
 ];
 
 /// etcd's proto files, relative to `proto/`.
@@ -64,7 +81,11 @@ fn generate(proto_root: &Path, target: &Target) -> Result<Vec<(String, String)>>
     let fds = protox::compile(target.files, [proto_root]).map_err(|e| format!("proto: {e:?}"))?;
     let tmp = std::env::temp_dir().join(format!("ferrocd-codegen-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let result = tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure();
+    for (package, path) in target.extern_paths {
+        config = config.extern_path(*package, *path);
+    }
+    let result = config
         .out_dir(&tmp)
         .build_client(true)
         .build_server(true)
@@ -78,6 +99,10 @@ fn generate(proto_root: &Path, target: &Target) -> Result<Vec<(String, String)>>
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
+            // An extern package's services are generated where its messages are.
+            if target.extern_paths.iter().any(|(package, _)| name == format!("{}.rs", &package[1..])) {
+                continue;
+            }
             let text = std::fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
             let text = if target.gate { gate_stubs(&text) } else { text };
             files.push((name, format!("{HEADER}{text}")));

@@ -52,8 +52,49 @@ pub(crate) fn check() -> Result {
         });
     }
     problems.extend(error_table(&root));
+    problems.extend(seams(&root));
     problems.extend(layering()?);
     if problems.is_empty() { Ok(()) } else { Err(format!("tidy:\n  {}", problems.join("\n  "))) }
+}
+
+/// The server's seams (tests aside): the services reach Raft and the state machine only through
+/// the replica facade, and only the appliers (and the member's identity records in
+/// `storage.rs`) write engine batches.
+fn seams(root: &Path) -> Vec<String> {
+    const SERVER: &str = "crates/ferrocd-server/src";
+    /// Words forbidden in the files a predicate picks, and why.
+    type Rule<'a> = (&'a [&'a str], &'a dyn Fn(&Path) -> bool, &'a str);
+    let rules: &[Rule<'_>] = &[
+        (
+            &["RaftNode", "Applier", "ferrocd_raft"],
+            &|p: &Path| p.components().any(|c| c.as_os_str() == "services"),
+            "a service names the Raft node or the applier (use the replica facade)",
+        ),
+        (
+            &["WriteBatch"],
+            &|p: &Path| !p.components().any(|c| c.as_os_str() == "apply") && !p.ends_with("storage.rs"),
+            "an engine batch written outside the appliers",
+        ),
+    ];
+    let mut problems = Vec::new();
+    walk(&root.join(SERVER), &mut |path| {
+        if path.extension().is_none_or(|e| e != "rs") {
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (words, applies, why) in rules {
+            if !applies(path) {
+                continue;
+            }
+            for (i, line) in code.lines().enumerate() {
+                if let Some(word) = words.iter().find(|w| line.contains(**w)) {
+                    problems.push(format!("{}:{}: {why} ({word}): {}", rel(root, path), i + 1, line.trim()));
+                }
+            }
+        }
+    });
+    problems
 }
 
 /// The server writes etcd's error texts and builds gRPC statuses in one module,

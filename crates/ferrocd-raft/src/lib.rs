@@ -18,6 +18,7 @@ mod log_store;
 pub mod mem;
 mod network;
 mod node;
+mod pending;
 mod snapshot;
 mod state_machine;
 #[cfg(test)]

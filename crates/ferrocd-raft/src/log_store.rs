@@ -254,7 +254,7 @@ mod tests {
         for (i, size) in sizes.iter().enumerate() {
             let index = i as u64 + 1;
             let log_id = LogId::new(CommittedLeaderId::new(1), index);
-            let entry = Entry::new_normal(log_id, Command(vec![7; *size]));
+            let entry = Entry::new_normal(log_id, Command::untagged(vec![7; *size]));
             batch.put(LOG, key(index), encode(&entry).unwrap());
         }
         engine.write(batch, true).unwrap();

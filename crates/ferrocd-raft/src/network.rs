@@ -172,7 +172,7 @@ impl<A: Apply> Inbound for openraft::Raft<TypeConfig, StateMachine<A>> {
     fn submit(&self, command: Vec<u8>) -> BoxFuture<Submitted> {
         let raft = self.clone();
         Box::pin(async move {
-            match raft.client_write(crate::types::Command(command)).await {
+            match raft.client_write(crate::types::Command::untagged(command)).await {
                 Ok(_) => Ok(Submitted::Applied),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Ok(Submitted::NotLeader(f.leader_id.zip(f.leader_node)))

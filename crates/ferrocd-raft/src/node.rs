@@ -13,9 +13,10 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 
 use crate::log_store::LogStore;
 use crate::network::{self, Kind, Network, ReadIndex, Submitted, Tracked};
+use crate::pending::Pending;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
-use crate::types::TypeConfig;
+use crate::types::{Command, TypeConfig};
 use crate::{Apply, Members, Node, NodeId};
 
 /// Timing and snapshot settings (etcd's flags of the same names).
@@ -136,6 +137,8 @@ pub struct Status {
 pub struct RaftNode<A: Apply> {
     id: NodeId,
     raft: openraft::Raft<TypeConfig, StateMachine<A>>,
+    /// This member's proposals waiting for their responses.
+    pending: Arc<Pending<A::Response>>,
     network: Network,
     snapshots: Arc<SnapshotStore>,
     /// Dropped when openraft has let go of the state machine.
@@ -326,7 +329,8 @@ impl<A: Apply> RaftNode<A> {
         .map_err(|e| Error::Config(e.to_string()))?;
         let log = LogStore::new(engine)?;
         let snapshots = Arc::new(SnapshotStore::open(&config.snapshot_dir)?);
-        let sm = StateMachine::new(app, snapshots.clone())?;
+        let pending = Arc::new(Pending::default());
+        let sm = StateMachine::new(app, Arc::clone(&pending), snapshots.clone())?;
         let sm_alive = sm.liveness();
         let raft =
             openraft::Raft::new(id, Arc::new(openraft_config), network.clone(), log, sm).await.map_err(stopped)?;
@@ -351,6 +355,7 @@ impl<A: Apply> RaftNode<A> {
         Ok(Self {
             id,
             raft,
+            pending,
             network,
             snapshots,
             sm_alive,
@@ -399,13 +404,12 @@ impl<A: Apply> RaftNode<A> {
     /// [`Error::Timeout`] (after the request timeout) when the outcome is unknown.
     pub async fn propose(&self, command: Vec<u8>) -> Result<A::Response, Error> {
         let started = std::time::Instant::now();
-        let write = async { self.raft.client_write(crate::types::Command(command)).await.map_err(write_error) };
-        let written = self.within(started, "proposal", write).await?;
-        let reply = written.data.0.ok_or_else(|| Error::Stopped("the state machine gave no response".into()))?;
-        reply
-            .downcast::<A::Response>()
-            .map(|r| *r)
-            .map_err(|_| Error::Stopped("the state machine's response has another type".into()))
+        let (tag, waiter) = self.pending.register();
+        let command = Command { bytes: command, tag: Some(tag) };
+        let write = async { self.raft.client_write(command).await.map_err(write_error) };
+        let written = self.within(started, "proposal", write);
+        written.await?;
+        waiter.take().ok_or_else(|| Error::Stopped("the state machine gave no response".into()))
     }
 
     /// Replicates `command` from any member: the leader proposes it, a follower hands it to
@@ -419,7 +423,7 @@ impl<A: Apply> RaftNode<A> {
         let started = std::time::Instant::now();
         let status = self.status();
         if status.leader == Some(self.id) {
-            let write = async { self.raft.client_write(crate::types::Command(command)).await.map_err(write_error) };
+            let write = async { self.raft.client_write(Command::untagged(command)).await.map_err(write_error) };
             return self.within(started, "proposal", write).await.map(drop);
         }
         let (leader, node) = self.leader_node(&status)?;

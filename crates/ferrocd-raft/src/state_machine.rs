@@ -4,7 +4,6 @@
 //! application stores atomically with the effects of the entries it applies, so a crash can
 //! never leave an entry half-applied or applied twice.
 
-use std::any::Any;
 use std::io;
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use futures::TryStreamExt as _;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 
+use crate::pending::Pending;
 use crate::snapshot::{SnapshotDir, SnapshotStore};
 use crate::types::{LogId, Reply, SnapshotMeta, StoredMembership, TypeConfig, decode, encode};
 use crate::{Apply, Committed, Members, Payload};
@@ -28,8 +28,10 @@ fn load<A: Apply>(app: &A) -> io::Result<RaftState> {
     }
 }
 
-pub(crate) struct StateMachine<A> {
+pub(crate) struct StateMachine<A: Apply> {
     app: Arc<A>,
+    /// This member's proposals waiting for their responses.
+    pending: Arc<Pending<A::Response>>,
     snapshots: Arc<SnapshotStore>,
     state: RaftState,
     /// Held by the state machine and its snapshot builders: while any is alive, the
@@ -38,9 +40,13 @@ pub(crate) struct StateMachine<A> {
 }
 
 impl<A: Apply> StateMachine<A> {
-    pub(crate) fn new(app: Arc<A>, snapshots: Arc<SnapshotStore>) -> io::Result<Self> {
+    pub(crate) fn new(
+        app: Arc<A>,
+        pending: Arc<Pending<A::Response>>,
+        snapshots: Arc<SnapshotStore>,
+    ) -> io::Result<Self> {
         let state = load(app.as_ref())?;
-        Ok(Self { app, snapshots, state, alive: Arc::new(()) })
+        Ok(Self { app, pending, snapshots, state, alive: Arc::new(()) })
     }
 
     /// Gone once neither the state machine nor any of its builders can call the application.
@@ -90,7 +96,7 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
                 term: entry.log_id.leader_id.term,
                 payload: match &entry.payload {
                     EntryPayload::Blank => Payload::Noop,
-                    EntryPayload::Normal(command) => Payload::Command(&command.0),
+                    EntryPayload::Normal(command) => Payload::Command(&command.bytes),
                     EntryPayload::Membership(_) => Payload::Membership(members),
                 },
                 raft_state: state,
@@ -100,11 +106,14 @@ impl<A: Apply> RaftStateMachine<TypeConfig> for StateMachine<A> {
         drop(committed);
         let last = batch.last().map(|(entry, _)| entry.log_id);
         self.state = (last, membership);
-        let mut responses = responses.into_iter();
-        for (_, responder) in batch {
-            let response = responses.next().flatten();
+        for ((entry, responder), response) in batch.into_iter().zip(responses) {
+            if let (EntryPayload::Normal(command), Some(response)) = (&entry.payload, response)
+                && let Some(tag) = command.tag
+            {
+                self.pending.complete(tag, response);
+            }
             if let Some(responder) = responder {
-                responder.send(Reply(response.map(|r| Box::new(r) as Box<dyn Any + Send + Sync>)));
+                responder.send(Reply);
             }
         }
         Ok(())

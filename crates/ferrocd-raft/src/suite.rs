@@ -27,7 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore<MemEngine>, StateMachine<MemKv>, tempfile
         let engine = Arc::new(MemEngine::new(crate::BUCKETS));
         let log = LogStore::new(engine).map_err(storage_error)?;
         let snapshots = Arc::new(SnapshotStore::open(&dir.path().join("snap")).map_err(storage_error)?);
-        let sm = StateMachine::new(Arc::new(MemKv::default()), snapshots).map_err(storage_error)?;
+        let sm = StateMachine::new(Arc::new(MemKv::default()), Arc::default(), snapshots).map_err(storage_error)?;
         Ok((dir, log, sm))
     }
 }

@@ -1,20 +1,39 @@
 //! openraft's type configuration for ferrocd-raft, and the codec of everything stored or sent.
 //! Nothing here is public: the crate's API speaks in its own types.
 
-use std::any::Any;
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::Node;
 
-/// A command the application proposed: opaque bytes, decoded by its [`crate::Apply`].
+/// A command the application proposed: opaque bytes, decoded by its [`crate::Apply`], and the
+/// proposer's tag when a caller on the proposing member waits for the application's response
+/// (see [`crate::pending`]).
 #[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Command(pub Vec<u8>);
+pub(crate) struct Command {
+    pub bytes: Vec<u8>,
+    pub tag: Option<Tag>,
+}
+
+impl Command {
+    /// A command nobody on this member waits for the response of.
+    pub(crate) fn untagged(bytes: Vec<u8>) -> Self {
+        Self { bytes, tag: None }
+    }
+}
+
+/// Names a proposal on the member that made it: `incarnation` is random per process, so a tag
+/// from another member, or from this member before a restart, matches no waiter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct Tag {
+    pub incarnation: u64,
+    pub seq: u64,
+}
 
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Command({} bytes)", self.0.len())
+        write!(f, "Command({} bytes)", self.bytes.len())
     }
 }
 
@@ -24,29 +43,10 @@ impl fmt::Display for Command {
     }
 }
 
-/// The application's answer to a command, handed back to the member that proposed it. It never
-/// crosses the network (openraft only returns it locally), so it serializes as nothing.
-#[derive(Default)]
-pub(crate) struct Reply(pub Option<Box<dyn Any + Send + Sync>>);
-
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Reply(..)" } else { "Reply(none)" })
-    }
-}
-
-impl Serialize for Reply {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_unit()
-    }
-}
-
-impl<'de> Deserialize<'de> for Reply {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        <()>::deserialize(deserializer)?;
-        Ok(Self(None))
-    }
-}
+/// openraft's answer to a proposer: nothing. The application's typed response reaches its
+/// caller through [`crate::pending::Pending`], keyed by the command's [`Tag`].
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Reply;
 
 openraft::declare_raft_types!(
     /// ferrocd-raft's openraft configuration: one leader per term (as etcd's Raft), u64 member IDs.

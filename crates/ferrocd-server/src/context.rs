@@ -19,6 +19,8 @@ pub enum Listener {
     Client,
     /// The peer URLs (`--listen-peer-urls`): other members, forwarding to the leader.
     Peer,
+    /// None: the server's own requests (expired leases' revokes, a member's publish).
+    Internal,
 }
 
 /// What the server knows of a request besides its message.
@@ -30,8 +32,9 @@ pub struct RequestContext {
     /// When the server stops working on it: etcd's request timeout after its arrival, or the
     /// client's own deadline when that comes first.
     pub deadline: Instant,
-    /// The caller's metadata, passed on when the request is forwarded to the leader.
-    pub metadata: MetadataMap,
+    /// Who is calling: the user name auth established (empty while auth is off, and for the
+    /// server's own requests). It goes into the header of the log entries the request proposes.
+    pub user: String,
 }
 
 impl RequestContext {
@@ -42,8 +45,13 @@ impl RequestContext {
             listener: Listener::Client,
             forwarded: false,
             deadline: Instant::now() + timeout,
-            metadata: request.metadata().clone(),
+            user: String::new(),
         })
+    }
+
+    /// The context of a request the server makes itself, with etcd's request timeout.
+    pub fn internal(timeout: Duration) -> Self {
+        Self { listener: Listener::Internal, forwarded: false, deadline: Instant::now() + timeout, user: String::new() }
     }
 
     /// The time left before the deadline.
@@ -56,11 +64,11 @@ impl RequestContext {
         Instant::now() >= self.deadline
     }
 
-    /// `message` as a request to forward to the leader: the caller's metadata, the forwarded
+    /// `message` as a request to forward to the leader: the caller's `metadata`, the forwarded
     /// marker, and what is left of the deadline.
-    pub fn forward<T>(&self, message: T) -> Request<T> {
+    pub fn forward<T>(&self, metadata: &MetadataMap, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        *request.metadata_mut() = self.metadata.clone();
+        *request.metadata_mut() = metadata.clone();
         request.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
         request.set_timeout(self.left());
         request
@@ -86,17 +94,14 @@ impl tonic::service::Interceptor for Edge {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
         let forwarded = match self.listener {
             Listener::Peer => request.metadata().contains_key(FORWARDED),
-            Listener::Client => {
-                request.metadata_mut().remove(FORWARDED);
-                false
-            }
+            Listener::Client | Listener::Internal => false,
         };
         let client = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let timeout = client.map_or(self.timeout, |c| c.min(self.timeout));
-        let mut metadata = request.metadata().clone();
-        metadata.remove(FORWARDED);
-        let context =
-            RequestContext { listener: self.listener, forwarded, deadline: Instant::now() + timeout, metadata };
+        // The marker is this hop's: forwarding the metadata on does not forward it.
+        request.metadata_mut().remove(FORWARDED);
+        let deadline = Instant::now() + timeout;
+        let context = RequestContext { listener: self.listener, forwarded, deadline, user: String::new() };
         request.extensions_mut().insert(context);
         Ok(request)
     }
@@ -138,11 +143,15 @@ mod tests {
     #[test]
     fn the_forwarded_marker_counts_only_on_the_peer_listener() {
         assert!(through(Listener::Peer, &[(FORWARDED, "1")]).forwarded);
-        let client = through(Listener::Client, &[(FORWARDED, "1"), ("x-app", "a")]);
+        let mut request = Request::new(());
+        request.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
+        request.metadata_mut().insert("x-app", MetadataValue::from_static("a"));
+        let request = Edge::new(Listener::Client, Duration::from_secs(7)).call(request).unwrap();
+        let client = RequestContext::of(&request, Duration::ZERO);
         assert!(!client.forwarded);
-        assert!(client.metadata.get(FORWARDED).is_none());
+        assert!(request.metadata().get(FORWARDED).is_none());
         // The caller's own metadata travels on, marked once.
-        let forward = client.forward(());
+        let forward = client.forward(request.metadata(), ());
         assert_eq!(forward.metadata().get("x-app").unwrap(), "a");
         assert_eq!(forward.metadata().get_all(FORWARDED).iter().count(), 1);
     }

@@ -82,6 +82,9 @@ pub enum ServerError {
     /// A membership change Raft refused (e.g. removing the last voter).
     #[error("etcdserver: {0}")]
     Precondition(String),
+    /// The leader's peer URL cannot be used to forward a request to it.
+    #[error("etcdserver: cannot reach the leader: {0}")]
+    LeaderUnreachable(String),
     /// The storage failed; the server stops serving writes.
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
@@ -128,9 +131,10 @@ impl From<ServerError> for Status {
             | ServerError::LearnerNotReady
             | ServerError::NotLeaderToMove
             | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
-            ServerError::UnhealthyCluster | ServerError::NotServing | ServerError::WatchCanceled(_) => {
-                Code::Unavailable
-            }
+            ServerError::UnhealthyCluster
+            | ServerError::NotServing
+            | ServerError::WatchCanceled(_)
+            | ServerError::LeaderUnreachable(_) => Code::Unavailable,
             ServerError::InvalidPeerUrls => Code::InvalidArgument,
             ServerError::MemberNotFound => Code::NotFound,
             ServerError::Unimplemented(_) => Code::Unimplemented,

@@ -2,19 +2,25 @@
 
 use std::sync::Arc;
 
-use ferrocd_engine_rocks::RocksEngine;
+use ferrocd_engine::Engine;
 use ferrocd_mvcc::KvStore;
 use ferrocd_proto::mvccpb::{Event, KeyValue};
 use ferrocd_watch::{EventHistory, HistoryError, WatchHub};
 
 /// The watch hub of a member.
-pub type Hub = WatchHub<StoreHistory>;
+pub type Hub<E> = WatchHub<StoreHistory<E>>;
 
 /// [`EventHistory`] over the member's MVCC store.
-#[derive(Debug, Clone)]
-pub struct StoreHistory(pub Arc<KvStore<RocksEngine>>);
+#[derive(Debug)]
+pub struct StoreHistory<E: Engine>(pub Arc<KvStore<E>>);
 
-impl EventHistory for StoreHistory {
+impl<E: Engine> Clone for StoreHistory<E> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<E: Engine> EventHistory for StoreHistory<E> {
     fn events(&self, from: i64, to: i64, max_events: usize) -> Result<(Vec<Event>, i64), HistoryError> {
         self.0.events(from, to, max_events).map_err(|e| match e {
             ferrocd_mvcc::Error::Compacted => HistoryError::Compacted,

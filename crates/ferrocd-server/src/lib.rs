@@ -5,26 +5,29 @@
 //! etcd's gRPC status, and parses etcd's flags. Below it, no crate knows about gRPC transport.
 //!
 //! Request flow: a service checks the request as etcd does, then reads from the MVCC store
-//! directly or hands a write to the [`write_path::WritePath`], which applies it and answers
-//! once it is durable and visible.
+//! directly or proposes a write through the [`replica::Replica`], which answers once the
+//! [`apply::Applier`] has applied it and it is durable and visible.
 
+pub mod apply;
 mod authority;
 pub mod config;
 pub mod context;
+pub mod entry;
 pub mod error;
 pub mod history;
 pub mod ids;
 pub mod logging;
+pub mod peers;
 pub mod replica;
 pub mod services;
 pub mod storage;
-pub mod write_path;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocd_engine::Engine;
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{KvStore, Options};
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -35,7 +38,6 @@ use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_proto::v3electionpb::election_server::ElectionServer;
 use ferrocd_proto::v3lockpb::lock_server::LockServer;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -43,9 +45,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
+use apply::{Applier, LeaseSetup, MemberAttrs};
 pub use config::Config;
-use context::{Edge, Listener};
-use replica::{KvMachine, LeaseSetup, LogCommand, MemberAttrs, RaftWritePath, log_command};
+use context::{Edge, Listener, RequestContext};
+use replica::{LeaseCommand, Replica};
 use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::lease::LeaseService;
@@ -53,24 +56,34 @@ use services::maintenance::MaintenanceService;
 use services::recipes::{ElectionService, LockService, Loopback};
 use services::watch::WatchService;
 use services::{Shared, SizeCache};
-use write_path::{LeaseCommand, WritePath};
 
 /// gRPC's per-message overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 type Listeners = JoinSet<Result<(), tonic::transport::Error>>;
 
-/// A started server.
+/// How a member's Raft reaches the other members.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// gRPC to their peer URLs (the binary's).
+    Grpc,
+    /// The in-memory router of `ferrocd-raft`, with its partitions and delays: every member of
+    /// the cluster in this process, for tests. Requests forwarded to the leader still go over
+    /// the peer listeners.
+    Mem(ferrocd_raft::mem::MemRouter),
+}
+
+/// A started server, on RocksDB (the binary's) or any other [`Engine`].
 #[derive(Debug)]
-pub struct Server {
+pub struct Server<E: Engine = RocksEngine> {
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
     member_id: u64,
     stop: watch::Sender<bool>,
     listeners: Listeners,
-    kv: Arc<KvStore<RocksEngine>>,
-    node: Arc<RaftNode<KvMachine>>,
-    machine: Arc<KvMachine>,
+    kv: Arc<KvStore<E>>,
+    node: Arc<RaftNode<Applier<E>>>,
+    replica: Replica<E>,
 }
 
 /// Binds `addrs` and serves `router` on each until `stopped` turns true.
@@ -106,8 +119,20 @@ impl Server {
     /// An invalid configuration, a data directory that cannot be opened, an address in use.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         config.validate()?;
+        let engine = storage::open_engine(&config.data_dir())?;
+        Self::start_on(config, engine, Transport::Grpc).await
+    }
+}
+
+impl<E: Engine> Server<E> {
+    /// As [`Server::start`], on `engine` (opened with [`storage::buckets`]) and with Raft over
+    /// `transport`; Raft's snapshots still go to the data directory.
+    ///
+    /// # Errors
+    /// An invalid configuration, an address in use, storage failures.
+    pub async fn start_on(config: &Config, engine: Arc<E>, transport: Transport) -> anyhow::Result<Self> {
+        config.validate()?;
         let data_dir = config.data_dir();
-        let engine = storage::open_engine(&data_dir)?;
         let kv = Arc::new(KvStore::open(Arc::clone(&engine), Options { max_txn_ops: config.max_txn_ops as usize })?);
         let token = &config.initial_cluster_token;
         let initial: BTreeMap<u64, Node> = config
@@ -133,27 +158,28 @@ impl Server {
             extend: election_timeout,
         };
         let machine =
-            Arc::new(KvMachine::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default(), lease_setup)?);
+            Arc::new(Applier::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default(), lease_setup)?);
+        let network = match &transport {
+            Transport::Grpc => Network::grpc(),
+            Transport::Mem(router) => Network::mem(router, member_id),
+        };
         let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));
         raft_config.heartbeat_interval = Duration::from_millis(config.heartbeat_interval);
         raft_config.election_timeout = Duration::from_millis(config.election_timeout);
         raft_config.snapshot_count = config.snapshot_count;
         raft_config.request_timeout = RaftConfig::etcd_request_timeout(raft_config.election_timeout);
         let node = Arc::new(
-            RaftNode::start(member_id, &raft_config, Arc::clone(&engine), Arc::clone(&machine), Network::grpc())
-                .await?,
+            RaftNode::start(member_id, &raft_config, Arc::clone(&engine), Arc::clone(&machine), network).await?,
         );
         let request_timeout = raft_config.request_timeout;
+        let replica = Replica::new(Arc::clone(&node), machine, raft_config.election_timeout);
         let shared = Arc::new(Shared {
             kv: Arc::clone(&kv),
-            writes: RaftWritePath { node: Arc::clone(&node), machine: Arc::clone(&machine) },
-            node: Arc::clone(&node),
-            machine: Arc::clone(&machine),
-            peers: ferrocd_raft::grpc::Channels::default(),
+            replica: replica.clone(),
+            peers: peers::Peers::default(),
             member_id,
             cluster_token: token.clone(),
             request_timeout,
-            election_timeout: raft_config.election_timeout,
             max_request_bytes: config.max_request_bytes as usize,
             max_txn_ops: config.max_txn_ops as usize,
             strict_reconfig_check: config.strict_reconfig_check,
@@ -185,7 +211,7 @@ impl Server {
         if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
         }
-        publish(&node, &machine, member_id, config, cluster_id).await?;
+        publish(&replica, member_id, config, cluster_id, request_timeout).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let client_router = tonic::transport::Server::builder()
@@ -218,17 +244,17 @@ impl Server {
         if let Some(addr) = client_addrs.first() {
             loopback.set(*addr);
         }
-        tokio::spawn(progress_ticks(machine.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
+        tokio::spawn(progress_ticks(replica.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
         tokio::spawn(lease_ticks(Arc::clone(&shared), stopped.clone()));
         tracing::info!(
             name = %config.name,
             data_dir = %data_dir.display(),
             member_id = %format!("{member_id:x}"),
-            cluster_id = %format!("{:x}", machine.cluster_id()),
+            cluster_id = %format!("{:x}", replica.cluster_id()),
             revision = kv.current_revision(),
             "ready to serve client requests on {client_addrs:?}, peers on {peer_addrs:?}"
         );
-        Ok(Self { client_addrs, peer_addrs, member_id, stop, listeners, kv, node, machine })
+        Ok(Self { client_addrs, peer_addrs, member_id, stop, listeners, kv, node, replica })
     }
 
     /// The addresses peers reach this member on (with the ports actually bound).
@@ -246,7 +272,7 @@ impl Server {
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.machine.cluster_id()
+        self.replica.cluster_id()
     }
 
     /// Waits until a listener fails, until this member's Raft stops on a fatal error (its
@@ -314,10 +340,7 @@ const EXPIRE_PER_TICK: usize = 50_000;
 /// Expired leases are revoked many to an entry, one entry at a time: other writes interleave
 /// with the entries (a mass expiry delays them by one entry's apply at most, not by the whole
 /// backlog), and the next leases are taken only once the last batch is through.
-async fn lease_ticks<E: ferrocd_engine::Engine>(
-    shared: Arc<Shared<E, RaftWritePath>>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn lease_ticks<E: Engine>(shared: Arc<Shared<E>>, mut stopped: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(LEASE_TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut revoking: Option<tokio::task::JoinHandle<()>> = None;
@@ -329,7 +352,7 @@ async fn lease_ticks<E: ferrocd_engine::Engine>(
         shared.primary_lessor();
         let busy = revoking.as_ref().is_some_and(|task| !task.is_finished());
         let (expired, checkpoints) = {
-            let mut lessor = shared.machine.lessor().lock();
+            let mut lessor = shared.replica.lessor().lock();
             if !lessor.is_primary() {
                 continue;
             }
@@ -337,12 +360,13 @@ async fn lease_ticks<E: ferrocd_engine::Engine>(
             (expired, lessor.checkpoints(EXPIRE_PER_ENTRY))
         };
         if !expired.is_empty() {
-            let writes = shared.writes.clone();
+            let (replica, timeout) = (shared.replica.clone(), shared.request_timeout);
             revoking = Some(tokio::spawn(async move {
                 for chunk in expired.chunks(EXPIRE_PER_ENTRY) {
                     // A lost proposal is retried: the lessor reports a lease still there
                     // again a few seconds later.
-                    if let Err(e) = writes.propose_lease(LeaseCommand::Expire(chunk.to_vec())).await {
+                    let ctx = RequestContext::internal(timeout);
+                    if let Err(e) = replica.propose_lease(&ctx, LeaseCommand::Expire(chunk.to_vec())).await {
                         tracing::debug!(error = %e, "expired leases not revoked yet; retried later");
                         return;
                     }
@@ -350,9 +374,9 @@ async fn lease_ticks<E: ferrocd_engine::Engine>(
             }));
         }
         if !checkpoints.is_empty() {
-            let writes = shared.writes.clone();
+            let (replica, ctx) = (shared.replica.clone(), RequestContext::internal(shared.request_timeout));
             tokio::spawn(async move {
-                if let Err(e) = writes.propose_lease(LeaseCommand::Checkpoint(checkpoints)).await {
+                if let Err(e) = replica.propose_lease(&ctx, LeaseCommand::Checkpoint(checkpoints)).await {
                     tracing::debug!(error = %e, "lease checkpoint not recorded");
                 }
             });
@@ -362,7 +386,7 @@ async fn lease_ticks<E: ferrocd_engine::Engine>(
 
 /// Sends watchers that asked for them their progress notifications, every `interval` until
 /// the server stops.
-async fn progress_ticks(hub: history::Hub, interval: Duration, mut stopped: watch::Receiver<bool>) {
+async fn progress_ticks<E: Engine>(hub: history::Hub<E>, interval: Duration, mut stopped: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -378,12 +402,12 @@ async fn progress_ticks(hub: history::Hub, interval: Duration, mut stopped: watc
 /// start publishes, changed or not, and returns only once this member has applied everything
 /// the leader had committed by then: like etcd, a restarted member serves clients (its
 /// serializable reads above all) only once it has caught up to at least its own publish.
-async fn publish(
-    node: &RaftNode<KvMachine>,
-    machine: &KvMachine,
+async fn publish<E: Engine>(
+    replica: &Replica<E>,
     member_id: u64,
     config: &Config,
     cluster_id: u64,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     let attrs = MemberAttrs {
         id: member_id,
@@ -391,17 +415,16 @@ async fn publish(
         client_urls: config.advertise_client_urls(),
         cluster_id,
     };
-    let command = LogCommand { kind: Some(log_command::Kind::MemberAttrs(attrs.clone())) };
     let mut attempt = 0u32;
     loop {
-        let published = match node.submit(command.encode_to_vec()).await {
+        let published = match replica.publish(attrs.clone(), timeout).await {
             // Applied on the leader; a read barrier then waits until this member has applied
             // everything committed, the publish included.
-            Ok(()) => node.read_barrier().await.map(drop),
+            Ok(()) => replica.read_barrier().await,
             Err(e) => Err(e),
         };
         match published {
-            Ok(()) if machine.member_attrs()?.get(&member_id) == Some(&attrs) => return Ok(()),
+            Ok(()) if replica.member_attrs()?.get(&member_id) == Some(&attrs) => return Ok(()),
             // Applied, yet not what was published (a snapshot install raced it): again.
             Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => {

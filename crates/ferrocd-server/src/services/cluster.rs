@@ -16,22 +16,19 @@ use ferrocd_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
-use ferrocd_raft::Node;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::config::parse_url;
 use crate::error::ServerError;
 use crate::ids;
-use crate::replica::raft_error;
-use crate::write_path::WritePath;
 
 /// etcd's `--max-learners` default.
 const MAX_LEARNERS: usize = 1;
 
 /// The Cluster service.
 #[derive(Debug)]
-pub struct ClusterService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
+pub struct ClusterService<E: Engine>(pub Arc<Shared<E>>);
 
 /// What `--strict-reconfig-check` judges a change by: the voters, which of them have started
 /// (published their name) and which the leader has heard from lately.
@@ -89,12 +86,12 @@ impl Quorum {
     }
 }
 
-impl<E: Engine, W: WritePath> ClusterService<E, W> {
+impl<E: Engine> ClusterService<E> {
     /// Every member, voters then learners, by ID within each.
     fn members(&self) -> Result<Vec<Member>, Status> {
-        let status = self.0.node.status();
-        let attrs = self.0.machine.member_attrs().map_err(|e| ServerError::Storage(e.to_string()))?;
-        let member = |(id, node): (&u64, &Node), learner: bool| {
+        let status = self.0.replica.status();
+        let attrs = self.0.replica.member_attrs()?;
+        let member = |(id, node): (&u64, &crate::replica::Node), learner: bool| {
             let a = attrs.get(id);
             Member {
                 id: *id,
@@ -115,12 +112,12 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
         if !self.0.strict_reconfig_check {
             return Ok(None);
         }
-        let status = self.0.node.status();
-        let attrs = self.0.machine.member_attrs().map_err(|e| ServerError::Storage(e.to_string()))?;
+        let status = self.0.replica.status();
+        let attrs = self.0.replica.member_attrs()?;
         let started = attrs.iter().filter(|(_, a)| !a.name.is_empty()).map(|(id, _)| *id).collect();
         // Served at the leader (requests are forwarded to it); a member that lost the lead
         // meanwhile knows of no one active, and the change fails as unhealthy.
-        let active = self.0.node.active_members(self.0.election_timeout).unwrap_or_default();
+        let active = self.0.replica.active_members(self.0.replica.election_timeout()).unwrap_or_default();
         Ok(Some(Quorum { voters: status.members.voters.keys().copied().collect(), started, active }))
     }
 
@@ -137,7 +134,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
 
     /// Refuses peer URLs another member (other than `except`) already has.
     fn check_unique(&self, urls: &[String], except: Option<u64>) -> Result<(), Status> {
-        let status = self.0.node.status();
+        let status = self.0.replica.status();
         let taken = status
             .members
             .voters
@@ -150,7 +147,7 @@ impl<E: Engine, W: WritePath> ClusterService<E, W> {
 }
 
 #[tonic::async_trait]
-impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
+impl<E: Engine> Cluster for ClusterService<E> {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         if let Some(mut resp) =
             self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_add(r).await).await?
@@ -166,7 +163,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             quorum.may_add_voter()?;
         }
         self.check_unique(&req.peer_ur_ls, None)?;
-        let status = self.0.node.status();
+        let status = self.0.replica.status();
         if req.is_learner && status.members.learners.len() >= MAX_LEARNERS {
             return Err(ServerError::TooManyLearners.into());
         }
@@ -176,24 +173,23 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         if status.members.voters.contains_key(&id) || status.members.learners.contains_key(&id) {
             return Err(ServerError::MemberIdExists.into());
         }
-        let node = Node { urls: req.peer_ur_ls.clone() };
-        self.0.node.add_learner(id, node).await.map_err(raft_error)?;
+        self.0.replica.add_learner(id, req.peer_ur_ls.clone()).await?;
         if !req.is_learner {
             // Joint consensus commits the new configuration only with a majority of it: adding a
             // voter to a one-member cluster needs the new member to run. Answer once the change
             // is in effect on this member, as etcd answers once its conf change is applied; the
             // promotion completes in the background when the new member starts.
-            let node = Arc::clone(&self.0.node);
+            let replica = self.0.replica.clone();
             tokio::spawn(async move {
-                if let Err(e) = node.promote_eventually(id).await {
+                if let Err(e) = replica.promote_eventually(id).await {
                     tracing::warn!(member = %format!("{id:x}"), error = %e, "adding the member as a voter failed");
                 }
             });
             self.0
-                .node
+                .replica
                 .wait_until(self.0.request_timeout, |s| s.members.voters.contains_key(&id))
                 .await
-                .map_err(|_| ServerError::Timeout)?;
+                .ok_or(ServerError::Timeout)?;
         }
         let members = self.members()?;
         let member = Member { id, peer_ur_ls: req.peer_ur_ls, is_learner: req.is_learner, ..Member::default() };
@@ -211,15 +207,12 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             return Ok(Response::new(resp));
         }
         let id = request.into_inner().id;
-        if self.0.node.status().members.voters.contains_key(&id)
+        if self.0.replica.status().members.voters.contains_key(&id)
             && let Some(quorum) = self.quorum()?
         {
             quorum.may_remove_voter(id, self.0.member_id)?;
         }
-        match self.0.node.remove(id).await {
-            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(ServerError::MemberNotFound.into()),
-            other => other.map_err(raft_error)?,
-        }
+        self.0.replica.remove(id).await?;
         Ok(Response::new(MemberRemoveResponse { header: self.header(), members: self.members()? }))
     }
 
@@ -236,10 +229,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         let req = request.into_inner();
         Self::check_urls(&req.peer_ur_ls)?;
         self.check_unique(&req.peer_ur_ls, Some(req.id))?;
-        match self.0.node.update(req.id, Node { urls: req.peer_ur_ls }).await {
-            Err(ferrocd_raft::Error::MemberNotFound(_)) => return Err(ServerError::MemberNotFound.into()),
-            other => other.map_err(raft_error)?,
-        }
+        self.0.replica.update(req.id, req.peer_ur_ls).await?;
         Ok(Response::new(MemberUpdateResponse { header: self.header(), members: self.members()? }))
     }
 
@@ -262,7 +252,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
             return Ok(Response::new(resp));
         }
         let id = request.into_inner().id;
-        let status = self.0.node.status();
+        let status = self.0.replica.status();
         if status.members.voters.contains_key(&id) {
             return Err(ServerError::MemberNotLearner.into());
         }
@@ -277,7 +267,7 @@ impl<E: Engine, W: WritePath> Cluster for ClusterService<E, W> {
         if let Some(quorum) = self.quorum()? {
             quorum.may_promote()?;
         }
-        self.0.node.promote(id).await.map_err(raft_error)?;
+        self.0.replica.promote(id).await?;
         Ok(Response::new(MemberPromoteResponse { header: self.header(), members: self.members()? }))
     }
 }

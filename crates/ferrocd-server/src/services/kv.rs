@@ -16,11 +16,10 @@ use tonic::transport::Channel;
 
 use super::{Headed, Shared};
 use crate::error::ServerError;
-use crate::write_path::WritePath;
 
 /// The KV service.
 #[derive(Debug)]
-pub struct KvService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
+pub struct KvService<E: Engine>(pub Arc<Shared<E>>);
 
 fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
     ops.iter().any(|op| match &op.request {
@@ -30,7 +29,7 @@ fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
     })
 }
 
-impl<E: Engine, W: WritePath> KvService<E, W> {
+impl<E: Engine> KvService<E> {
     /// Serves a write at the leader (see [`Shared::at_leader`]): checks it as etcd does
     /// (`check`) and proposes it.
     async fn write<T: Clone + Send + Sync, R: Headed>(
@@ -42,9 +41,9 @@ impl<E: Engine, W: WritePath> KvService<E, W> {
         unwrap: impl Fn(WriteResponse) -> Option<R>,
     ) -> Result<Response<R>, Status> {
         let (shared, check, wrap, unwrap) = (&*self.0, &check, &wrap, &unwrap);
-        let local = |req: T| async move {
+        let local = |ctx: crate::context::RequestContext, req: T| async move {
             check(&req)?;
-            let applied = shared.writes.propose(wrap(req)).await?;
+            let applied = shared.replica.propose_kv(&ctx, wrap(req)).await?;
             unwrap(applied.response)
                 .ok_or_else(|| ServerError::Storage("the write path answered with another kind of response".into()))
         };
@@ -53,7 +52,7 @@ impl<E: Engine, W: WritePath> KvService<E, W> {
 }
 
 #[tonic::async_trait]
-impl<E: Engine, W: WritePath> Kv for KvService<E, W> {
+impl<E: Engine> Kv for KvService<E> {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         // Serializable reads are served from the local store as it is (learners included);

@@ -25,17 +25,17 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Route, Shared};
 use crate::context::RequestContext;
 use crate::error::ServerError;
-use crate::write_path::{LeaseCommand, WritePath};
+use crate::replica::LeaseCommand;
 
 /// The Lease service.
 #[derive(Debug)]
-pub struct LeaseService<E: Engine, W: WritePath> {
-    shared: Arc<Shared<E, W>>,
+pub struct LeaseService<E: Engine> {
+    shared: Arc<Shared<E>>,
     ids: Arc<Mutex<IdGenerator>>,
 }
 
-impl<E: Engine, W: WritePath> LeaseService<E, W> {
-    pub fn new(shared: Arc<Shared<E, W>>) -> Self {
+impl<E: Engine> LeaseService<E> {
+    pub fn new(shared: Arc<Shared<E>>) -> Self {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -49,17 +49,18 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 /// Renews lease `id` at the leader: here when this member leads, else forwarded (unless the
 /// stream (`stream`: its context) already was). Each renewal has a request timeout of its own.
 /// An unknown or expired lease answers TTL 0, as etcd does.
-async fn keep_alive_once<E: Engine, W: WritePath>(
-    shared: &Shared<E, W>,
+async fn keep_alive_once<E: Engine>(
+    shared: &Shared<E>,
     id: i64,
     stream: &RequestContext,
+    metadata: &tonic::metadata::MetadataMap,
 ) -> Result<LeaseKeepAliveResponse, Status> {
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + shared.request_timeout;
     let ctx = RequestContext { deadline, ..stream.clone() };
     loop {
         let retry = match shared.route(&ctx).await? {
-            Route::Local => match shared.renew(id).await {
+            Route::Local => match shared.renew(&ctx, id).await {
                 Ok(ttl) => {
                     let header = shared.header(shared.kv.current_revision());
                     return Ok(LeaseKeepAliveResponse { header, id, ttl });
@@ -72,7 +73,7 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
                 let once = futures::stream::once(async move { LeaseKeepAliveRequest { id } });
                 let left = ctx.left();
                 let sent = async {
-                    let request = ctx.forward(once);
+                    let request = ctx.forward(metadata, once);
                     let mut responses = LeaseClient::new(channel).lease_keep_alive(request).await?.into_inner();
                     responses.message().await?.ok_or_else(|| ServerError::LeaderChanged.into())
                 };
@@ -103,10 +104,10 @@ async fn keep_alive_once<E: Engine, W: WritePath>(
 }
 
 #[tonic::async_trait]
-impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
+impl<E: Engine> Lease for LeaseService<E> {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         let (shared, ids) = (&*self.shared, &self.ids);
-        let local = |req: LeaseGrantRequest| async move {
+        let local = |ctx: RequestContext, req: LeaseGrantRequest| async move {
             if req.ttl > MAX_LEASE_TTL {
                 return Err(ferrocd_lease::Error::TtlTooLarge.into());
             }
@@ -114,10 +115,10 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
             let id = if req.id != 0 {
                 req.id
             } else {
-                let lessor = shared.machine.lessor().lock();
+                let lessor = shared.replica.lessor().lock();
                 lessor.fresh_id(&mut ids.lock())
             };
-            let done = shared.writes.propose_lease(LeaseCommand::Grant { id, ttl: req.ttl }).await?;
+            let done = shared.replica.propose_lease(&ctx, LeaseCommand::Grant { id, ttl: req.ttl }).await?;
             Ok(LeaseGrantResponse { header: shared.header(done.revision), id, ttl: done.ttl, error: String::new() })
         };
         shared.at_leader(request, async |c, r| LeaseClient::new(c).lease_grant(r).await, local).await
@@ -128,8 +129,8 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let shared = &*self.shared;
-        let local = |req: LeaseRevokeRequest| async move {
-            let done = shared.writes.propose_lease(LeaseCommand::Revoke(req.id)).await?;
+        let local = |ctx: RequestContext, req: LeaseRevokeRequest| async move {
+            let done = shared.replica.propose_lease(&ctx, LeaseCommand::Revoke(req.id)).await?;
             Ok(LeaseRevokeResponse { header: shared.header(done.revision) })
         };
         shared.at_leader(request, async |c, r| LeaseClient::new(c).lease_revoke(r).await, local).await
@@ -143,12 +144,12 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
     ) -> Result<Response<KeepAliveStream>, Status> {
         self.shared.not_learner()?;
         let ctx = self.shared.context(&request);
-        let mut inbound = request.into_inner();
+        let (metadata, _, mut inbound) = request.into_parts();
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
-                let resp = keep_alive_once(&shared, req.id, &ctx).await;
+                let resp = keep_alive_once(&shared, req.id, &ctx, &metadata).await;
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {
                     break;
@@ -163,10 +164,10 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let shared = &*self.shared;
-        let local = |req: LeaseTimeToLiveRequest| async move {
+        let local = |_: RequestContext, req: LeaseTimeToLiveRequest| async move {
             shared.lease_barrier().await?;
             shared.primary_lessor();
-            let ttl = shared.machine.lessor().lock().time_to_live(req.id, req.keys);
+            let ttl = shared.replica.lessor().lock().time_to_live(req.id, req.keys);
             let header = shared.header(shared.kv.current_revision());
             Ok(match ttl {
                 Some(t) => LeaseTimeToLiveResponse {
@@ -188,7 +189,7 @@ impl<E: Engine, W: WritePath> Lease for LeaseService<E, W> {
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.shared.read_barrier().await?;
-        let leases = self.shared.machine.lessor().lock().leases();
+        let leases = self.shared.replica.lessor().lock().leases();
         Ok(Response::new(LeaseLeasesResponse {
             header: self.shared.header(self.shared.kv.current_revision()),
             leases: leases.into_iter().map(|id| LeaseStatus { id }).collect(),

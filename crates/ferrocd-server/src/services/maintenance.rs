@@ -17,15 +17,13 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use crate::config::{ETCD_VERSION, STORAGE_VERSION};
 use crate::error::ServerError;
-use crate::replica::raft_error;
-use crate::write_path::WritePath;
 
 /// The Maintenance service.
 #[derive(Debug)]
-pub struct MaintenanceService<E: Engine, W: WritePath>(pub Arc<Shared<E, W>>);
+pub struct MaintenanceService<E: Engine>(pub Arc<Shared<E>>);
 
 #[tonic::async_trait]
-impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
+impl<E: Engine> Maintenance for MaintenanceService<E> {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         self.0.not_learner()?;
         match AlarmAction::try_from(request.into_inner().action) {
@@ -41,7 +39,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.0;
         let size = s.kv.engine().size_bytes() as i64;
-        let raft = s.node.status();
+        let raft = s.replica.status();
         let mut errors = Vec::new();
         if raft.leader.is_none() {
             errors.push(ServerError::NoLeader.to_string());
@@ -51,9 +49,9 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
             version: ETCD_VERSION.to_string(),
             db_size: size,
             leader: raft.leader.unwrap_or(0),
-            raft_index: raft.committed.max(s.writes.applied_index()),
+            raft_index: raft.committed.max(s.replica.applied_index()),
             raft_term: raft.term,
-            raft_applied_index: s.writes.applied_index(),
+            raft_applied_index: s.replica.applied_index(),
             errors,
             db_size_in_use: size,
             is_learner: raft.members.learners.contains_key(&s.member_id),
@@ -108,7 +106,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         let s = &self.0;
         let target = request.into_inner().target_id;
-        let raft = s.node.status();
+        let raft = s.replica.status();
         if raft.leader != Some(s.member_id) {
             return Err(ServerError::NotLeaderToMove.into());
         }
@@ -117,24 +115,7 @@ impl<E: Engine, W: WritePath> Maintenance for MaintenanceService<E, W> {
         }
         if target != s.member_id {
             let deadline = tokio::time::Instant::now() + s.request_timeout;
-            // A transferee that is down is waited for (etcd's leader keeps leading meanwhile):
-            // the node hands over only to a member that answers.
-            loop {
-                match s.node.transfer_leader(target).await {
-                    Ok(()) => break,
-                    Err(ferrocd_raft::Error::Timeout { .. }) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(s.election_timeout / 10).await;
-                    }
-                    Err(ferrocd_raft::Error::Timeout { .. }) => return Err(ServerError::LeaderTransferTimeout.into()),
-                    Err(e) => return Err(raft_error(e).into()),
-                }
-            }
-            s.node
-                .wait_until(deadline.saturating_duration_since(tokio::time::Instant::now()), |st| {
-                    st.leader == Some(target)
-                })
-                .await
-                .map_err(|_| ServerError::LeaderTransferTimeout)?;
+            s.replica.transfer_leader(target, deadline).await?;
         }
         Ok(Response::new(MoveLeaderResponse { header: s.header(s.kv.current_revision()) }))
     }

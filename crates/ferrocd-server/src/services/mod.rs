@@ -19,32 +19,27 @@ use ferrocd_mvcc::KvStore;
 use ferrocd_proto::etcdserverpb::{self, ResponseHeader};
 use prost::Message;
 
-use ferrocd_raft::grpc::Channels;
-use ferrocd_raft::{RaftNode, Role};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::context::RequestContext;
 use crate::error::ServerError;
-use crate::replica::{KvMachine, raft_error};
-use crate::write_path::WritePath;
+use crate::peers::Peers;
+use crate::replica::{LeaseCommand, Replica, Role};
 
 /// What every service shares.
 #[derive(Debug)]
-pub struct Shared<E: Engine, W: WritePath> {
+pub struct Shared<E: Engine> {
+    /// The keyspace as applied here (the replica's), for reads.
     pub kv: Arc<KvStore<E>>,
-    pub writes: W,
-    pub node: Arc<RaftNode<KvMachine>>,
-    pub machine: Arc<KvMachine>,
+    pub replica: Replica<E>,
     /// Connections to other members' peer listeners, for forwarding to the leader.
-    pub peers: Channels,
+    pub peers: Peers,
     pub member_id: u64,
     /// etcd's `--initial-cluster-token`, which new member IDs are derived from.
     pub cluster_token: String,
     /// How long a request waits for a leader to be elected.
     pub request_timeout: Duration,
-    /// Raft's election timeout.
-    pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// `--strict-reconfig-check`.
@@ -144,14 +139,14 @@ pub(crate) fn lost_in_transit(status: &Status) -> bool {
     std::error::Error::source(status).is_some() || (transport_code && !crate::error::is_server_answer(status.message()))
 }
 
-impl<E: Engine, W: WritePath> Shared<E, W> {
+impl<E: Engine> Shared<E> {
     /// A response header at `revision`.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
-            cluster_id: self.machine.cluster_id(),
+            cluster_id: self.replica.cluster_id(),
             member_id: self.member_id,
             revision,
-            raft_term: self.node.term(),
+            raft_term: self.replica.term(),
         })
     }
 
@@ -160,7 +155,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// `etcdserver: rpc not supported for learner` on a learner.
     pub fn not_learner(&self) -> Result<(), ServerError> {
-        if self.node.role() == Role::Learner { Err(ServerError::Learner) } else { Ok(()) }
+        if self.replica.role() == Role::Learner { Err(ServerError::Learner) } else { Ok(()) }
     }
 
     /// The context the edge gave `request` (see [`RequestContext::of`]).
@@ -176,13 +171,12 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// etcd's learner, no-leader and leader-changed errors.
     pub async fn route(&self, ctx: &RequestContext) -> Result<Route, ServerError> {
         self.not_learner()?;
-        let leader = match self.node.leader() {
+        let leader = match self.replica.leader() {
             Some(leader) => leader,
             None => self
-                .node
+                .replica
                 .wait_until(ctx.left(), |s| s.leader.is_some())
                 .await
-                .ok()
                 .and_then(|s| s.leader)
                 .ok_or(ServerError::NoLeader)?,
         };
@@ -192,11 +186,10 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         if ctx.forwarded {
             return Err(ServerError::LeaderChanged);
         }
-        let members = self.node.status().members;
+        let members = self.replica.status().members;
         let node =
             members.voters.get(&leader).or_else(|| members.learners.get(&leader)).ok_or(ServerError::NoLeader)?;
-        let channel = self.peers.channel(&node.urls).map_err(ServerError::Storage)?;
-        Ok(Route::Leader(channel, leader))
+        Ok(Route::Leader(self.peers.channel(&node.urls)?, leader))
     }
 
     /// Serves `request` at the leader when another member leads: forwards it with `call` and
@@ -218,13 +211,13 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
             // The leader gets what is left of the deadline as the call's own, with the caller's
             // metadata, and this member stops waiting then too (a leader that is paused or cut
             // off answers nothing).
-            let forward = ctx.forward(request.get_ref().clone());
+            let forward = ctx.forward(request.metadata(), request.get_ref().clone());
             match tokio::time::timeout(ctx.left(), call(channel, forward)).await {
                 Err(_) => return Err(self.timed_out(started, "forwarding to the leader").into()),
                 Ok(Ok(resp)) => return Ok(Some(resp.into_inner())),
                 Ok(Err(status)) if unsent(&status) && tokio::time::Instant::now() < deadline => {
                     let wait = deadline - tokio::time::Instant::now();
-                    let _ = self.node.wait_until(wait, |s| s.leader.is_some_and(|l| l != leader)).await;
+                    let _ = self.replica.wait_until(wait, |s| s.leader.is_some_and(|l| l != leader)).await;
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
                     return Err(self.timed_out(started, "forwarding to the leader").into());
@@ -252,16 +245,17 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         &self,
         request: Request<T>,
         forward: impl AsyncFn(Channel, Request<T>) -> Result<Response<R>, Status>,
-        local: impl Fn(T) -> F,
+        local: impl Fn(RequestContext, T) -> F,
     ) -> Result<Response<R>, Status> {
-        let deadline = self.context(&request).deadline;
+        let ctx = self.context(&request);
+        let deadline = ctx.deadline;
         loop {
             if let Some(mut resp) = self.forward(&request, &forward).await? {
                 self.caught_up(resp.header().as_ref()).await;
                 self.fill(resp.header());
                 return Ok(Response::new(resp));
             }
-            match local(request.get_ref().clone()).await {
+            match local(ctx.clone(), request.get_ref().clone()).await {
                 Ok(mut resp) => {
                     self.fill(resp.header());
                     return Ok(Response::new(resp));
@@ -278,7 +272,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
 
     /// A request begun at `started` ran out of time: etcd's error for why.
     pub fn timed_out(&self, started: std::time::Instant, what: &str) -> ServerError {
-        raft_error(self.node.timed_out(started, what))
+        self.replica.timed_out(started, what)
     }
 
     /// Waits for the next change of this member's Raft status (a new leader, a new term, ...),
@@ -286,7 +280,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     pub async fn next_change(&self, deadline: tokio::time::Instant) {
         let mut first = true;
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let _ = self.node.wait_until(wait, |_| !std::mem::replace(&mut first, false)).await;
+        let _ = self.replica.wait_until(wait, |_| !std::mem::replace(&mut first, false)).await;
     }
 
     /// Waits (up to the request timeout) until this member's store has reached `revision`: a
@@ -298,7 +292,7 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
             return;
         }
         let kv = &self.kv;
-        let _ = self.node.wait_until(self.request_timeout, |_| kv.current_revision() >= revision).await;
+        let _ = self.replica.wait_until(self.request_timeout, |_| kv.current_revision() >= revision).await;
     }
 
     /// etcd's linearizable read barrier: returns once this member has applied everything
@@ -311,10 +305,10 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
         // barrier, a known-wrong server the fault suite must catch.
         fail::fail_point!("read-barrier", |_| Ok(()));
         self.not_learner()?;
-        if self.node.leader().is_none() {
-            let _ = self.node.wait_until(self.request_timeout, |s| s.leader.is_some()).await;
+        if self.replica.leader().is_none() {
+            let _ = self.replica.wait_until(self.request_timeout, |s| s.leader.is_some()).await;
         }
-        self.node.read_barrier().await.map(drop).map_err(raft_error)
+        self.replica.read_barrier().await
     }
 
     /// On the leader, before it answers from its lease table: waits until it has applied
@@ -325,14 +319,14 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     /// # Errors
     /// etcd's routing errors when this member no longer leads; a timeout.
     pub async fn lease_barrier(&self) -> Result<(), ServerError> {
-        self.node.leader_read_index().await.map(drop).map_err(raft_error)
+        self.replica.leader_applied().await
     }
 
     /// Brings this member's lease table in step with its role: primary (with expiry times)
     /// while it leads. The lease ticker does this too; calls that need the primary table do
     /// it at once rather than wait for a tick.
     pub fn primary_lessor(&self) {
-        self.machine.sync_lease_role(self.node.leader() == Some(self.member_id));
+        self.replica.sync_lease_role();
     }
 
     /// Renews a lease here, at the leader: its TTL, or 0 for a lease that is unknown or
@@ -340,16 +334,16 @@ impl<E: Engine, W: WritePath> Shared<E, W> {
     ///
     /// # Errors
     /// [`ferrocd_lease::Error::NotPrimary`] when this member no longer leads.
-    pub async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+    pub async fn renew(&self, ctx: &RequestContext, id: i64) -> Result<i64, ServerError> {
         self.lease_barrier().await?;
         self.primary_lessor();
-        let renewal = self.machine.lessor().lock().renew(id);
+        let renewal = self.replica.lessor().lock().renew(id);
         match renewal {
             Ok(renewal) => {
                 if renewal.clear_checkpoint {
                     // The checkpointed remaining TTL is stale now: every member drops it.
-                    let clear = crate::write_path::LeaseCommand::Checkpoint(vec![(id, 0)]);
-                    if let Err(e) = self.writes.propose_lease(clear).await {
+                    let clear = LeaseCommand::Checkpoint(vec![(id, 0)]);
+                    if let Err(e) = self.replica.propose_lease(ctx, clear).await {
                         tracing::warn!(lease = %format!("{id:x}"), error = %e, "cannot clear a lease checkpoint");
                     }
                 }

@@ -18,7 +18,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use crate::error::ServerError;
 use crate::history::StoreHistory;
-use crate::write_path::WritePath;
 
 /// The metadata with which a client asks that its stream fail without a leader (etcd's
 /// `clientv3.WithRequireLeader`).
@@ -26,16 +25,16 @@ const REQUIRE_LEADER: &str = "hasleader";
 
 /// The Watch service.
 #[derive(Debug)]
-pub struct WatchService<E: Engine, W: WritePath> {
-    shared: Arc<Shared<E, W>>,
+pub struct WatchService<E: Engine> {
+    shared: Arc<Shared<E>>,
     /// Turns true when the server stops: open streams end then.
     stopped: watch::Receiver<bool>,
     /// Responses larger than this are split for watchers that asked for fragments.
     fragment_bytes: usize,
 }
 
-impl<E: Engine, W: WritePath> WatchService<E, W> {
-    pub fn new(shared: Arc<Shared<E, W>>, stopped: watch::Receiver<bool>, fragment_bytes: usize) -> Self {
+impl<E: Engine> WatchService<E> {
+    pub fn new(shared: Arc<Shared<E>>, stopped: watch::Receiver<bool>, fragment_bytes: usize) -> Self {
         Self { shared, stopped, fragment_bytes }
     }
 }
@@ -53,9 +52,9 @@ impl Drop for AbortOnDrop {
 }
 
 /// The sending half of one Watch call.
-struct Outbound<E: Engine, W: WritePath> {
-    stream: Arc<WatchStream<StoreHistory>>,
-    shared: Arc<Shared<E, W>>,
+struct Outbound<E: Engine> {
+    stream: Arc<WatchStream<StoreHistory<E>>>,
+    shared: Arc<Shared<E>>,
     stopped: watch::Receiver<bool>,
     fragment_bytes: usize,
     /// Fragments of a split response still to send.
@@ -66,7 +65,7 @@ struct Outbound<E: Engine, W: WritePath> {
     _reader: AbortOnDrop,
 }
 
-impl<E: Engine, W: WritePath> Outbound<E, W> {
+impl<E: Engine> Outbound<E> {
     async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
         if let Some(resp) = self.pending.pop_front() {
             return Some(Ok(resp));
@@ -97,13 +96,13 @@ impl<E: Engine, W: WritePath> Outbound<E, W> {
 
 /// Resolves once this member has had no leader for three election timeouts. A cheap check
 /// twice per election timeout: Kubernetes asks this of every watch stream.
-async fn leaderless_for<E: Engine, W: WritePath>(shared: Arc<Shared<E, W>>) {
-    let limit = shared.election_timeout * 3;
-    let mut ticks = tokio::time::interval(shared.election_timeout / 2);
+async fn leaderless_for<E: Engine>(shared: Arc<Shared<E>>) {
+    let limit = shared.replica.election_timeout() * 3;
+    let mut ticks = tokio::time::interval(shared.replica.election_timeout() / 2);
     let mut since = None;
     loop {
         ticks.tick().await;
-        if shared.node.leader().is_some() {
+        if shared.replica.leader().is_some() {
             since = None;
         } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= limit {
             return;
@@ -112,17 +111,17 @@ async fn leaderless_for<E: Engine, W: WritePath>(shared: Arc<Shared<E, W>>) {
 }
 
 #[tonic::async_trait]
-impl<E: Engine, W: WritePath> Watch for WatchService<E, W> {
+impl<E: Engine> Watch for WatchService<E> {
     type WatchStream = ResponseStream;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<ResponseStream>, Status> {
         let shared = &self.shared;
         shared.not_learner()?;
         let require_leader = request.metadata().get(REQUIRE_LEADER).is_some_and(|v| v == "true");
-        if require_leader && shared.node.leader().is_none() {
+        if require_leader && shared.replica.leader().is_none() {
             return Err(ServerError::NoLeader.into());
         }
-        let stream = Arc::new(shared.machine.hub().stream());
+        let stream = Arc::new(shared.replica.hub().stream());
         let mut inbound = request.into_inner();
         let reader = {
             let stream = Arc::clone(&stream);
