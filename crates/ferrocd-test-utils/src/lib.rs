@@ -26,10 +26,40 @@ pub fn signal(child: &Child, sig: Signal) -> std::io::Result<()> {
     rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, chosen at random below the kernel's
+/// ephemeral range: the process it is for binds it later, and a port from the ephemeral range
+/// could be taken meanwhile by any outgoing connection (a test's client, a member dialing a
+/// peer), which ports below the range never are.
 pub fn free_port() -> u16 {
+    let (low, _) = ephemeral_range();
+    // Registered ports start at 1024; stay clear of the well-known service ports below 10000.
+    let (from, to) = if low > 11_000 { (10_000u32, u32::from(low)) } else { (0, 0) };
+    let mut seed = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        (std::process::id(), Instant::now()),
+    );
+    for _ in 0..64 {
+        if to == 0 {
+            break;
+        }
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let port = u16::try_from(from + (seed >> 33) as u32 % (to - from)).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+/// The kernel's range of ephemeral ports (Linux's default when it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut parts = text.split_whitespace().filter_map(|p| p.parse().ok());
+    match (parts.next(), parts.next()) {
+        (Some(low), Some(high)) => (low, high),
+        _ => (32_768, 60_999),
+    }
 }
 
 /// Polls `cond` every few milliseconds until it holds or `timeout` passes.
@@ -622,5 +652,24 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
+        let (low, _) = ephemeral_range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for port in &ports {
+            TcpListener::bind(("127.0.0.1", *port)).expect("a free port binds");
+            if low > 11_000 {
+                assert!((10_000..low).contains(port), "{port} is in the ephemeral range from {low}");
+            }
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 40, "random ports repeat too often: {ports:?}");
     }
 }
