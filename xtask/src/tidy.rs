@@ -18,13 +18,18 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "ferrocd-lease",
         &["rocksdb", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-auth", "ferrocd-raft", "ferrocd-proto", "tokio"],
     ),
+    // Auth knows no keyspace, leases, watches or raft, and does no I/O of its own.
+    (
+        "ferrocd-auth",
+        &["rocksdb", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-lease", "ferrocd-raft", "tokio", "tonic"],
+    ),
     // Reusable for any state machine: nothing of etcd, and no RocksDB of its own.
     ("ferrocd-raft", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
 ];
 
 /// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no
 /// feature (the `client` / `server` features bring tonic).
-const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-watch"];
+const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-auth"];
 
 /// Crates allowed to depend on `ferrocd-engine-rocks` (the composition roots).
 const MAY_USE_ROCKS: &[&str] = &["ferrocd-server", "ferrocd-test-utils", "ferrocd-tests"];
