@@ -65,7 +65,8 @@ fn has_root_role(user: &User) -> bool {
 }
 
 impl AuthStore {
-    /// The store as the engine holds it (an empty engine: auth off, no users, revision 0).
+    /// The store as the engine holds it (an empty engine: auth off, no users, revision 1, as
+    /// etcd's new store).
     ///
     /// # Errors
     /// Engine failures; records that do not decode.
@@ -73,7 +74,7 @@ impl AuthStore {
         let enabled = view.get(AUTH_BUCKET, ENABLED_KEY)?.is_some_and(|v| v.first() == Some(&1));
         let revision = match view.get(AUTH_BUCKET, REVISION_KEY)? {
             Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| corrupt("auth revision", "not 8 bytes"))?),
-            None => 0,
+            None => 1,
         };
         let mut users = BTreeMap::new();
         view.scan(USERS_BUCKET, b"", None, false, &mut |_, v| {
@@ -147,9 +148,10 @@ impl AuthStore {
         if !has_root_role(root) {
             return Err(Error::RootRoleNotExist);
         }
+        // As etcd: turning auth on does not move the revision (only the root role may act
+        // once it is on, and root's tokens stay good).
         self.enabled = true;
         batch.put(AUTH_BUCKET, ENABLED_KEY, [1u8]);
-        self.commit(batch);
         Ok(())
     }
 
@@ -208,15 +210,16 @@ impl AuthStore {
         Ok(())
     }
 
-    /// Sets user `name`'s password to the bcrypt `password_hash`.
+    /// Sets user `name`'s password to the bcrypt `password_hash` (a user created without
+    /// password keeps none, as in etcd).
     ///
     /// # Errors
     /// No such user.
     pub fn user_change_password(&mut self, name: &str, password_hash: &str, batch: &mut WriteBatch) -> Result<()> {
         let mut user = self.user(name)?.clone();
-        user.password = password_hash.as_bytes().to_vec();
-        // A user given a password is one with a password from now on.
-        user.options = Some(UserAddOptions { no_password: false });
+        if !user.options.is_some_and(|o| o.no_password) {
+            user.password = password_hash.as_bytes().to_vec();
+        }
         self.put_user(user, batch);
         self.commit(batch);
         Ok(())
@@ -377,13 +380,24 @@ impl AuthStore {
         if has_root_role(user) { Ok(()) } else { Err(Error::PermissionDenied) }
     }
 
-    /// Whether the caller is an authenticated user at the current revision (always while auth
-    /// is off): what calls open to every user need.
+    /// Whether the request names a caller (always while auth is off): what calls open to
+    /// every user need (etcd's `requireAuthInfo`: neither the user nor the revision is
+    /// looked at).
     ///
     /// # Errors
-    /// [`Error::UserEmpty`], [`Error::AuthOldRevision`].
+    /// [`Error::UserEmpty`].
     pub fn check_user(&self, caller: Option<&AuthInfo>) -> Result<()> {
-        if self.enabled { self.current(caller).map(|_| ()) } else { Ok(()) }
+        if self.enabled && caller.is_none_or(|c| c.user.is_empty()) { Err(Error::UserEmpty) } else { Ok(()) }
+    }
+
+    /// Whether the caller holds the root role, without an error (false while auth is off).
+    pub fn is_admin(&self, caller: Option<&AuthInfo>) -> bool {
+        self.enabled && self.check_admin(caller).is_ok()
+    }
+
+    /// Whether `user` holds `role` (etcd lets a user read their own roles).
+    pub fn has_role(&self, user: &str, role: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.roles.iter().any(|r| r == role))
     }
 
     /// The caller, known and checked at the current revision.
@@ -398,24 +412,30 @@ impl AuthStore {
     /// The bcrypt hash to check `name`'s password against, and the revision it was read at.
     ///
     /// # Errors
-    /// Auth off; no such user or a user without password ([`Error::AuthFailed`]).
+    /// Auth off; no such user ([`Error::AuthFailed`]); a user without password
+    /// ([`Error::NoPasswordUser`]).
     pub fn password_hash(&self, name: &str) -> Result<(String, u64)> {
         if !self.enabled {
             return Err(Error::AuthNotEnabled);
         }
         let user = self.users.get(name).ok_or(Error::AuthFailed)?;
         if user.options.is_some_and(|o| o.no_password) {
-            return Err(Error::AuthFailed);
+            return Err(Error::NoPasswordUser);
         }
         Ok((String::from_utf8_lossy(&user.password).into_owned(), self.revision))
     }
 
-    /// Whether `name` may be given a token: auth on and the user known with a password.
+    /// Whether `name` may be given a token (at apply, after the password was checked): auth
+    /// on and the user known with a password.
     ///
     /// # Errors
-    /// As [`Self::password_hash`].
+    /// Auth off; [`Error::AuthFailed`].
     pub fn can_authenticate(&self, name: &str) -> Result<()> {
-        self.password_hash(name).map(|_| ())
+        match self.password_hash(name) {
+            Ok(_) => Ok(()),
+            Err(Error::NoPasswordUser) => Err(Error::AuthFailed),
+            Err(e) => Err(e),
+        }
     }
 
     // --- internals ---

@@ -56,7 +56,7 @@ fn key(k: &str) -> KeyRange {
 #[test]
 fn enable_needs_root_with_the_root_role() {
     let mut f = Fixture::new();
-    assert_eq!(f.store.revision(), 0);
+    assert_eq!(f.store.revision(), 1, "a new store is at revision 1, as etcd's");
     assert_eq!(f.change(|s, b| s.enable(b)), Err(Error::RootUserNotExist));
     f.change(|s, b| s.user_add(ROOT, "hash", false, b)).unwrap();
     assert_eq!(f.change(|s, b| s.enable(b)), Err(Error::RootRoleNotExist));
@@ -65,7 +65,7 @@ fn enable_needs_root_with_the_root_role() {
     f.change(|s, b| s.enable(b)).unwrap();
     assert!(f.store.is_enabled());
     let revision = f.store.revision();
-    assert_eq!(revision, 3, "user add, grant, enable");
+    assert_eq!(revision, 3, "user add and grant; turning auth on does not move it");
     // Enabling twice changes nothing, not even the revision.
     f.change(|s, b| s.enable(b)).unwrap();
     assert_eq!(f.store.revision(), revision);
@@ -154,7 +154,9 @@ fn checks_follow_etcds_order() {
     // A caller checked at an earlier revision is refused once anything changed.
     f.change(|s, b| s.role_add("other", b)).unwrap();
     assert_eq!(f.store.check_range(Some(&u), &key("k/a"), Perm::Read), Err(Error::AuthOldRevision));
-    assert_eq!(f.store.check_user(Some(&u)), Err(Error::AuthOldRevision));
+    // Calls open to every user need a user, at any revision.
+    f.store.check_user(Some(&u)).unwrap();
+    assert_eq!(f.store.check_user(None), Err(Error::UserEmpty));
     // Revoking the role takes the permission away.
     f.change(|s, b| s.user_revoke_role("u", "r", b)).unwrap();
     let u = f.caller("u");
@@ -176,7 +178,12 @@ fn passwords_are_checked_only_while_auth_is_on() {
     f.change(|s, b| s.enable(b)).unwrap();
     assert_eq!(f.store.password_hash("u").unwrap().0, "$2a$hash");
     assert_eq!(f.store.password_hash("nobody"), Err(Error::AuthFailed));
-    assert_eq!(f.store.password_hash("cn"), Err(Error::AuthFailed));
+    assert_eq!(f.store.password_hash("cn"), Err(Error::NoPasswordUser));
+    assert_eq!(f.store.can_authenticate("cn"), Err(Error::AuthFailed));
+    f.store.can_authenticate("u").unwrap();
+    // A user without password keeps none.
+    f.change(|s, b| s.user_change_password("cn", "$2a$new", b)).unwrap();
+    assert_eq!(f.store.password_hash("cn"), Err(Error::NoPasswordUser));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetU
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::request_op::Request as OpRequest;
 use ferrocd_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::workloads::{self, Op, Workload};
@@ -45,8 +46,34 @@ impl Outcome {
     }
 }
 
+/// The auth token every KV request carries (`--auth`), set once the server is set up.
+static TOKEN: std::sync::RwLock<Option<tonic::metadata::AsciiMetadataValue>> = std::sync::RwLock::new(None);
+
+/// Sends every request with `token` (none: without).
+pub fn set_token(token: Option<&str>) -> anyhow::Result<()> {
+    let value = token.map(str::parse).transpose().context("a token usable as metadata")?;
+    *TOKEN.write().expect("the token lock") = value;
+    Ok(())
+}
+
+/// Adds the token, if any, to a request.
+#[derive(Debug, Clone, Copy)]
+pub struct WithToken;
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = TOKEN.read().expect("the token lock").clone() {
+            request.metadata_mut().insert("token", token);
+        }
+        Ok(request)
+    }
+}
+
+/// A KV client whose requests carry the token.
+pub type Kv = KvClient<InterceptedService<Channel, WithToken>>;
+
 /// Opens `n` separate HTTP/2 connections to `url`.
-pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<KvClient<Channel>>> {
+pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Kv>> {
     let endpoint = Endpoint::from_shared(url.to_string())?.connect_timeout(Duration::from_secs(5));
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
@@ -57,8 +84,8 @@ pub async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<KvClient<Channel
 }
 
 /// A KV client on `channel`.
-pub fn kv_client(channel: Channel) -> KvClient<Channel> {
-    KvClient::new(channel).max_decoding_message_size(64 << 20)
+pub fn kv_client(channel: Channel) -> Kv {
+    KvClient::with_interceptor(channel, WithToken).max_decoding_message_size(64 << 20)
 }
 
 pub(crate) fn value() -> Vec<u8> {
@@ -182,7 +209,7 @@ struct Tally {
 }
 
 struct Client {
-    kv: KvClient<Channel>,
+    kv: Kv,
     id: u64,
     clients: u64,
     /// Txn-put: the mod revision this client last saw for each of its keys.

@@ -50,6 +50,11 @@ struct Args {
     /// Records where ferrocd's CPU goes during this workload (first repetition), with `perf`.
     #[arg(long)]
     profile: Option<String>,
+    /// Auth on the single-member workloads (reads and writes): `none`, `simple` or `jwt`
+    /// (ES256). Requests then carry the token of a user with READWRITE on every key (not
+    /// root, so every request passes the permission check).
+    #[arg(long, default_value = "none", value_parser = ["none", "simple", "jwt"])]
+    auth: String,
     /// Where report.md, report.json and profiles are written.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -138,9 +143,14 @@ fn repetition(
     if single.is_empty() && !restart {
         return Ok(written);
     }
-    let mut member = Member::start(kind, &[]);
+    let flags = auth_flags(&args.auth);
+    let mut member = Member::start(kind, &flags.iter().map(String::as_str).collect::<Vec<_>>());
     let url = member.url();
     let pid = member.pid().context("server pid")?;
+    if args.auth != "none" {
+        let token = rt.block_on(enable_auth(&member))?;
+        load::set_token(Some(&token))?;
+    }
     rt.block_on(load::preload(&url, workloads::read_keys()))?;
     let mut loaded = false;
     for w in &single {
@@ -325,6 +335,41 @@ fn load_put_keys(
     let name = format!("memory with {} keys", args.preload);
     results.record(&name, Metric::RssMib, server, procfs::rss_mib(pid).unwrap_or(f64::NAN));
     Ok(())
+}
+
+/// The server flags of `--auth`.
+fn auth_flags(auth: &str) -> Vec<String> {
+    if auth != "jwt" {
+        return Vec::new();
+    }
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferrocd-auth/testdata");
+    let option = format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=1h",
+        keys.join("es256.pub").display(),
+        keys.join("es256.key").display()
+    );
+    vec!["--auth-token".into(), option]
+}
+
+/// Turns auth on with root and user `bench` (READWRITE on every key); `bench`'s token.
+async fn enable_auth(member: &Member) -> anyhow::Result<String> {
+    use ferrocd_proto::etcdserverpb::AuthenticateRequest;
+    use ferrocd_proto::etcdserverpb::auth_client::AuthClient;
+    let ep = member.endpoint();
+    for args in [
+        &["user", "add", "root", "--new-user-password=root"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "bench"],
+        &["role", "grant-permission", "bench", "readwrite", "", "--prefix"],
+        &["user", "add", "bench", "--new-user-password=bench"],
+        &["user", "grant-role", "bench", "bench"],
+        &["auth", "enable"],
+    ] {
+        ferrocd_test_utils::etcdctl_ok(&ep, args);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(member.url())?.connect().await?;
+    let req = AuthenticateRequest { name: "bench".into(), password: "bench".into() };
+    Ok(AuthClient::new(channel).authenticate(req).await?.into_inner().token)
 }
 
 /// Waits until a restarted server answers a Range (bounded: 60 s).

@@ -120,9 +120,28 @@ pub struct Config {
         value_parser = parse_go_duration
     )]
     pub lease_checkpoint_interval: Duration,
+    /// The kind of auth tokens: `simple`, or
+    /// `jwt,pub-key=<file>,priv-key=<file>,sign-method=<RS256|PS256|ES256|HS256|EdDSA|...>[,ttl=<duration>]`.
+    #[arg(long = "auth-token", env = "ETCD_AUTH_TOKEN", default_value = "simple", value_parser = parse_auth_token)]
+    pub auth_token: ferrocd_auth::TokenOptions,
+    /// How long a simple token lives without being used, in seconds.
+    #[arg(long = "auth-token-ttl", env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// The bcrypt cost of stored passwords (4 to 31).
+    #[arg(
+        long = "bcrypt-cost",
+        env = "ETCD_BCRYPT_COST",
+        default_value_t = ferrocd_auth::password::DEFAULT_COST,
+        value_parser = clap::value_parser!(u32).range(4..=31)
+    )]
+    pub bcrypt_cost: u32,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
+}
+
+fn parse_auth_token(text: &str) -> Result<ferrocd_auth::TokenOptions, String> {
+    ferrocd_auth::TokenOptions::parse(text)
 }
 
 /// Parses a Go duration (`1h30m`, `1.5s`, `100ms`), as etcd's duration flags take.

@@ -1,16 +1,28 @@
 //! The request context: made once, at the gRPC edge, for every request a listener accepts —
-//! which listener it came in on, whether another member forwarded it, its deadline and (once
-//! auth is built) who is calling. Services read it rather than the raw metadata.
+//! which listener it came in on, whether another member forwarded it, its deadline and who is
+//! calling. Services read it rather than the raw metadata.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocd_auth::AuthInfo;
 use tokio::time::Instant;
 use tonic::Request;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
+use crate::auth::{Auth, Caller};
+
 /// Metadata marking a request one member forwarded to the leader (it is not forwarded again).
 /// Honoured only on the peer listener: a client cannot send it.
 pub const FORWARDED: &str = "ferrocd-forwarded";
+
+/// Metadata of a forwarded request naming the caller the forwarding member authenticated
+/// (auth revision, 8 bytes big-endian, then the user name). Honoured only with
+/// [`FORWARDED`] on the peer listener, as etcd trusts the header of a member's proposal.
+pub const CALLER: &str = "ferrocd-caller-bin";
+
+/// The metadata keys a client sends its auth token in (etcd's gRPC and gateway names).
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
 /// The listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +44,13 @@ pub struct RequestContext {
     /// When the server stops working on it: etcd's request timeout after its arrival, or the
     /// client's own deadline when that comes first.
     pub deadline: Instant,
-    /// Who is calling: the user name auth established (empty while auth is off, and for the
-    /// server's own requests). It goes into the header of the log entries the request proposes.
-    pub user: String,
+    /// Who is calling, as the token (or the forwarding member) says: anonymous while auth is
+    /// off and for the server's own requests. It goes into the header of the log entries the
+    /// request proposes.
+    pub caller: Caller,
+    /// The token the client sent (streams resolve it again for each request they carry: a
+    /// simple token stands for the store's revision at each use).
+    pub token: Option<String>,
 }
 
 impl RequestContext {
@@ -45,13 +61,20 @@ impl RequestContext {
             listener: Listener::Client,
             forwarded: false,
             deadline: Instant::now() + timeout,
-            user: String::new(),
+            caller: Caller::Anonymous,
+            token: None,
         })
     }
 
     /// The context of a request the server makes itself, with etcd's request timeout.
     pub fn internal(timeout: Duration) -> Self {
-        Self { listener: Listener::Internal, forwarded: false, deadline: Instant::now() + timeout, user: String::new() }
+        Self {
+            listener: Listener::Internal,
+            forwarded: false,
+            deadline: Instant::now() + timeout,
+            caller: Caller::Anonymous,
+            token: None,
+        }
     }
 
     /// The time left before the deadline.
@@ -65,11 +88,16 @@ impl RequestContext {
     }
 
     /// `message` as a request to forward to the leader: the caller's `metadata`, the forwarded
-    /// marker, and what is left of the deadline.
+    /// marker, the caller this member authenticated, and what is left of the deadline.
     pub fn forward<T>(&self, metadata: &MetadataMap, message: T) -> Request<T> {
         let mut request = Request::new(message);
         *request.metadata_mut() = metadata.clone();
         request.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
+        if let Caller::User(info) = &self.caller {
+            let mut bytes = info.revision.to_be_bytes().to_vec();
+            bytes.extend_from_slice(info.user.as_bytes());
+            request.metadata_mut().insert_bin(CALLER, MetadataValue::from_bytes(&bytes));
+        }
         request.set_timeout(self.left());
         request
     }
@@ -77,16 +105,44 @@ impl RequestContext {
 
 /// The edge: a tonic interceptor, one per listener, that gives every request its
 /// [`RequestContext`] (and drops a forwarded marker a client sent).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Edge {
     listener: Listener,
     timeout: Duration,
+    /// Resolves tokens (none: every caller is anonymous).
+    auth: Option<Arc<Auth>>,
 }
 
 impl Edge {
-    /// The edge of `listener`, with etcd's request timeout.
-    pub fn new(listener: Listener, timeout: Duration) -> Self {
-        Self { listener, timeout }
+    /// The edge of `listener`, with etcd's request timeout, resolving tokens with `auth`.
+    pub fn new(listener: Listener, timeout: Duration, auth: Option<Arc<Auth>>) -> Self {
+        Self { listener, timeout, auth }
+    }
+
+    /// Who `metadata` says is calling (and the token it carries).
+    fn caller(&self, metadata: &MetadataMap, forwarded: bool) -> (Caller, Option<String>) {
+        if forwarded {
+            let Some(bytes) = metadata.get_bin(CALLER).and_then(|v| v.to_bytes().ok()) else {
+                return (Caller::Anonymous, None);
+            };
+            let caller = match bytes.split_at_checked(8) {
+                Some((revision, user)) => Caller::User(AuthInfo {
+                    user: String::from_utf8_lossy(user).into_owned(),
+                    revision: u64::from_be_bytes(revision.try_into().unwrap_or_default()),
+                }),
+                None => Caller::Anonymous,
+            };
+            return (caller, None);
+        }
+        if self.listener != Listener::Client {
+            return (Caller::Anonymous, None);
+        }
+        let token = token(metadata);
+        let caller = match &self.auth {
+            Some(auth) => auth.resolve(token.as_deref()),
+            None => Caller::Anonymous,
+        };
+        (caller, token)
     }
 }
 
@@ -98,13 +154,22 @@ impl tonic::service::Interceptor for Edge {
         };
         let client = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let timeout = client.map_or(self.timeout, |c| c.min(self.timeout));
-        // The marker is this hop's: forwarding the metadata on does not forward it.
+        let (caller, token) = self.caller(request.metadata(), forwarded);
+        // The markers are this hop's: forwarding the metadata on does not forward them.
         request.metadata_mut().remove(FORWARDED);
+        request.metadata_mut().remove_bin(CALLER);
         let deadline = Instant::now() + timeout;
-        let context = RequestContext { listener: self.listener, forwarded, deadline, user: String::new() };
+        let context = RequestContext { listener: self.listener, forwarded, deadline, caller, token };
         request.extensions_mut().insert(context);
         Ok(request)
     }
+}
+
+/// The auth token in `metadata`: key `token`, else `authorization` (where the gateway puts
+/// the HTTP header), without a `Bearer ` prefix.
+fn token(metadata: &MetadataMap) -> Option<String> {
+    let value = TOKEN_KEYS.iter().find_map(|k| metadata.get(*k))?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
 }
 
 /// gRPC's `grpc-timeout` header: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
@@ -136,7 +201,7 @@ mod tests {
         for (k, v) in headers {
             request.metadata_mut().insert(*k, MetadataValue::from_static(v));
         }
-        let request = Edge::new(listener, Duration::from_secs(7)).call(request).unwrap();
+        let request = Edge::new(listener, Duration::from_secs(7), None).call(request).unwrap();
         RequestContext::of(&request, Duration::ZERO)
     }
 
@@ -146,7 +211,7 @@ mod tests {
         let mut request = Request::new(());
         request.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
         request.metadata_mut().insert("x-app", MetadataValue::from_static("a"));
-        let request = Edge::new(Listener::Client, Duration::from_secs(7)).call(request).unwrap();
+        let request = Edge::new(Listener::Client, Duration::from_secs(7), None).call(request).unwrap();
         let client = RequestContext::of(&request, Duration::ZERO);
         assert!(!client.forwarded);
         assert!(request.metadata().get(FORWARDED).is_none());
@@ -154,6 +219,24 @@ mod tests {
         let forward = client.forward(request.metadata(), ());
         assert_eq!(forward.metadata().get("x-app").unwrap(), "a");
         assert_eq!(forward.metadata().get_all(FORWARDED).iter().count(), 1);
+    }
+
+    #[test]
+    fn the_caller_travels_with_a_forwarded_request_to_the_peer_listener_only() {
+        let alice = Caller::User(AuthInfo { user: "alice".into(), revision: 7 });
+        let mut ctx = RequestContext::internal(Duration::from_secs(1));
+        ctx.caller = alice.clone();
+        let at = |ctx: &RequestContext, listener| {
+            let request = Edge::new(listener, Duration::from_secs(7), None).call(ctx.forward(&MetadataMap::new(), ()));
+            let request = request.unwrap();
+            assert!(request.metadata().get_bin(CALLER).is_none(), "the marker is this hop's");
+            RequestContext::of(&request, Duration::ZERO).caller
+        };
+        assert_eq!(at(&ctx, Listener::Peer), alice);
+        assert_eq!(at(&ctx, Listener::Client), Caller::Anonymous, "a client cannot name a caller");
+        // A forwarded request without a caller is anonymous.
+        ctx.caller = Caller::Anonymous;
+        assert_eq!(at(&ctx, Listener::Peer), Caller::Anonymous);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub enum ServerError {
     Mvcc(#[from] ferrocd_mvcc::Error),
     #[error(transparent)]
     Lease(#[from] ferrocd_lease::Error),
+    #[error(transparent)]
+    Auth(ferrocd_auth::Error),
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -104,6 +106,7 @@ impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         let c = match &e {
             ServerError::Mvcc(m) => code(m.code()),
+            ServerError::Auth(a) => code(a.code()),
             ServerError::Lease(l) => match l {
                 ferrocd_lease::Error::LeaseNotFound => Code::NotFound,
                 ferrocd_lease::Error::LeaseExists => Code::FailedPrecondition,
@@ -146,4 +149,15 @@ impl From<ServerError> for Status {
         };
         Status::new(c, e.to_string())
     }
+}
+
+/// What etcd's Lock and Election answer for `status`, an error of the services they call:
+/// etcd runs them on an in-process client, which keeps an error's text but not its gRPC code,
+/// so auth's refusals reach the caller as `Unknown` with etcd's text.
+pub fn through_in_process_client(status: Status) -> Status {
+    use ferrocd_auth::Error as A;
+    let refusal = [A::UserEmpty, A::InvalidAuthToken, A::PermissionDenied, A::AuthOldRevision]
+        .iter()
+        .any(|e| code(e.code()) == status.code() && e.to_string() == status.message());
+    if refusal { Status::new(Code::Unknown, status.message().to_owned()) } else { status }
 }

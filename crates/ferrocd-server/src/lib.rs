@@ -9,6 +9,7 @@
 //! [`apply::Applier`] has applied it and it is durable and visible.
 
 pub mod apply;
+pub mod auth;
 mod authority;
 pub mod config;
 pub mod context;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use ferrocd_engine::Engine;
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{KvStore, Options};
+use ferrocd_proto::etcdserverpb::auth_server::AuthServer;
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
@@ -49,6 +51,7 @@ use apply::{Applier, LeaseSetup, MemberAttrs};
 pub use config::Config;
 use context::{Edge, Listener, RequestContext};
 use replica::{LeaseCommand, Replica};
+use services::auth::AuthService;
 use services::cluster::ClusterService;
 use services::kv::KvService;
 use services::lease::LeaseService;
@@ -157,8 +160,22 @@ impl<E: Engine> Server<E> {
             },
             extend: election_timeout,
         };
-        let machine =
-            Arc::new(Applier::open(Arc::clone(&kv), cluster_id, ferrocd_watch::Options::default(), lease_setup)?);
+        let auth = Arc::new(
+            auth::Auth::new(
+                Applier::load_auth(&kv)?,
+                &config.auth_token,
+                Duration::from_secs(config.auth_token_ttl),
+                config.bcrypt_cost,
+            )
+            .map_err(|e| anyhow::anyhow!("--auth-token: {e}"))?,
+        );
+        let machine = Arc::new(Applier::open(
+            Arc::clone(&kv),
+            cluster_id,
+            ferrocd_watch::Options::default(),
+            lease_setup,
+            Arc::clone(&auth),
+        )?);
         let network = match &transport {
             Transport::Grpc => Network::grpc(),
             Transport::Mem(router) => Network::mem(router, member_id),
@@ -185,6 +202,7 @@ impl<E: Engine> Server<E> {
             strict_reconfig_check: config.strict_reconfig_check,
             quota_bytes: config.quota_bytes(),
             db_size: SizeCache::default(),
+            auth: Arc::clone(&auth),
         });
         let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
         let kv_service = KvServer::new(KvService(Arc::clone(&shared)))
@@ -192,9 +210,10 @@ impl<E: Engine> Server<E> {
             .max_encoding_message_size(usize::MAX);
         let cluster_service = ClusterServer::new(ClusterService(Arc::clone(&shared)));
         let lease_service = LeaseServer::new(LeaseService::new(Arc::clone(&shared)));
+        let auth_service = AuthServer::new(AuthService(Arc::clone(&shared)));
         // Every request gets its context at the edge of the listener it came in on.
-        let peer_edge = Edge::new(Listener::Peer, request_timeout);
-        let client_edge = Edge::new(Listener::Client, request_timeout);
+        let peer_edge = Edge::new(Listener::Peer, request_timeout, None);
+        let client_edge = Edge::new(Listener::Client, request_timeout, Some(Arc::clone(&auth)));
         let (stop, stopped) = watch::channel(false);
         let mut listeners = JoinSet::new();
         // Peers: Raft's transport, and the services followers forward requests to.
@@ -204,9 +223,10 @@ impl<E: Engine> Server<E> {
             // connection of a member that is only catching up; peers are not anonymous clients.
             .http2_max_pending_accept_reset_streams(Some(10_000))
             .add_service(node.peer_service())
-            .add_service(InterceptedService::new(kv_service.clone(), peer_edge))
-            .add_service(InterceptedService::new(cluster_service.clone(), peer_edge))
-            .add_service(InterceptedService::new(lease_service.clone(), peer_edge));
+            .add_service(InterceptedService::new(kv_service.clone(), peer_edge.clone()))
+            .add_service(InterceptedService::new(cluster_service.clone(), peer_edge.clone()))
+            .add_service(InterceptedService::new(lease_service.clone(), peer_edge.clone()))
+            .add_service(InterceptedService::new(auth_service.clone(), peer_edge.clone()));
         let peer_addrs = serve(config.peer_listen_addrs()?, &peer_router, &stopped, &mut listeners).await?;
         if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
@@ -218,27 +238,31 @@ impl<E: Engine> Server<E> {
             .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(health_service)
-            .add_service(InterceptedService::new(kv_service, client_edge))
-            .add_service(InterceptedService::new(cluster_service, client_edge))
+            .add_service(InterceptedService::new(kv_service, client_edge.clone()))
+            .add_service(InterceptedService::new(cluster_service, client_edge.clone()))
             .add_service(InterceptedService::new(
                 MaintenanceServer::new(MaintenanceService(Arc::clone(&shared)))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
-                client_edge,
+                client_edge.clone(),
             ));
         let loopback = Loopback::default();
         let client_router = client_router
-            .add_service(InterceptedService::new(lease_service, client_edge))
-            .add_service(InterceptedService::new(LockServer::new(LockService::new(loopback.clone())), client_edge))
+            .add_service(InterceptedService::new(lease_service, client_edge.clone()))
+            .add_service(InterceptedService::new(auth_service, client_edge.clone()))
+            .add_service(InterceptedService::new(
+                LockServer::new(LockService::new(loopback.clone())),
+                client_edge.clone(),
+            ))
             .add_service(InterceptedService::new(
                 ElectionServer::new(ElectionService::new(loopback.clone())),
-                client_edge,
+                client_edge.clone(),
             ))
             .add_service(InterceptedService::new(
                 WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX),
-                client_edge,
+                client_edge.clone(),
             ));
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
         if let Some(addr) = client_addrs.first() {

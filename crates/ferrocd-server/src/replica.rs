@@ -16,7 +16,7 @@ use prost::Message;
 
 pub use ferrocd_raft::{Node, Role, Status};
 
-use crate::apply::{Applier, MemberAttrs, Reply};
+use crate::apply::{Applier, AuthApplied, MemberAttrs, Reply};
 use crate::context::RequestContext;
 use crate::entry::{Entry, entry::Command};
 use crate::error::ServerError;
@@ -220,6 +220,17 @@ impl<E: Engine> Replica<E> {
         match self.propose(ctx, cmd.into()).await? {
             Reply::Lease(done) => Ok(done),
             other => Err(ServerError::Storage(format!("a lease command answered {other:?}"))),
+        }
+    }
+
+    /// Proposes an auth change (or an Authenticate) on behalf of `ctx`.
+    ///
+    /// # Errors
+    /// As [`Self::propose_kv`].
+    pub async fn propose_auth(&self, ctx: &RequestContext, command: Command) -> Result<AuthApplied, ServerError> {
+        match self.propose(ctx, command).await? {
+            Reply::Auth(done) => Ok(done),
+            other => Err(ServerError::Storage(format!("an auth command answered {other:?}"))),
         }
     }
 

@@ -20,6 +20,7 @@ const CLUSTER_ID: &[u8] = b"cluster_id";
 pub fn buckets() -> Vec<Bucket> {
     let mut all = KvStore::<RocksEngine>::BUCKETS.to_vec();
     all.extend_from_slice(ferrocd_lease::Lessor::BUCKETS);
+    all.extend_from_slice(&ferrocd_auth::BUCKETS);
     all.push(SERVER_BUCKET);
     all.extend_from_slice(ferrocd_raft::BUCKETS);
     all

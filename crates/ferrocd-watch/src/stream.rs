@@ -239,6 +239,14 @@ impl<H: EventHistory> WatchStream<H> {
         self.me.wake.notify_one();
     }
 
+    /// Refuses a create request for a reason of the caller's (etcd's auth check, made before
+    /// [`Self::create`]): a created-and-canceled answer with `reason`, the stream open.
+    pub fn refuse(&self, reason: String) {
+        let revision = self.hub.state.lock().revision;
+        self.me.queue.lock().push_message(Message::Refused { reason, revision });
+        self.me.wake.notify_one();
+    }
+
     /// Cancels a watcher; an unknown ID is ignored, as etcd does.
     pub fn cancel(&self, watch_id: i64) {
         let mut state = self.hub.state.lock();

@@ -194,6 +194,7 @@ fn refused_creates_carry_etcds_reasons() {
     s.create(&WatchCreateRequest { watch_id: 7, ..watch("b", "", 0) });
     s.create(&watch("b", "a", 0));
     s.create(&watch("a", "", -1));
+    s.refuse("rpc error: code = PermissionDenied desc = etcdserver: permission denied".into());
     let reasons: Vec<String> = drain(&s)
         .into_iter()
         .filter_map(|m| match m {
@@ -206,7 +207,8 @@ fn refused_creates_carry_etcds_reasons() {
         [
             "mvcc: duplicate watch ID provided on the WatchStream",
             "mvcc: watcher range is empty",
-            "etcdserver: mvcc: required revision has been compacted"
+            "etcdserver: mvcc: required revision has been compacted",
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
         ]
     );
     let resp = Message::Refused { reason: "r".into(), revision: 3 }.into_response();

@@ -1,6 +1,8 @@
 //! End-to-end compatibility tests: the real `ferrocd` binary, driven by the real etcdctl,
 //! the `etcd-client` crate and raw gRPC, and diffed against a real etcd.
 
+mod auth;
+mod auth_matrix;
 mod client;
 mod cluster;
 mod differential;

@@ -13,6 +13,7 @@
 //! Only this module and its children write engine batches for the replicated state (a tidy
 //! rule holds it so).
 
+mod auth;
 mod kv;
 mod lease;
 mod membership;
@@ -33,10 +34,12 @@ use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::oneshot;
 
+pub use auth::AuthApplied;
 pub use lease::LeaseSetup;
 pub use membership::MemberAttrs;
 
-use crate::entry::{Entry, entry::Command};
+use crate::auth::Auth;
+use crate::entry::{Entry, Header, entry::Command};
 use crate::error::ServerError;
 use crate::history::{Hub, StoreHistory};
 use crate::replica::LeaseApplied;
@@ -52,6 +55,8 @@ pub enum Reply {
     Kv(ferrocd_mvcc::Applied),
     /// A lease command: the granted TTL (grant) and the store revision after it.
     Lease(LeaseApplied),
+    /// An auth command (with the token an Authenticate issued).
+    Auth(AuthApplied),
     /// A command that answers nothing but that it was applied (a member's attributes).
     Done,
 }
@@ -119,13 +124,16 @@ pub struct Applier<E: Engine> {
     /// The lease table; changed only by applied entries, except expiry times (the leader's).
     lessor: Mutex<Lessor>,
     lease_setup: LeaseSetup,
+    /// Users, roles, permissions and tokens; changed only here, read by the services.
+    auth: Arc<Auth>,
     members: membership::Members,
     applied: AtomicU64,
 }
 
 impl<E: Engine> Applier<E> {
     /// The state machine over `kv`; a snapshot install a crash interrupted is finished first.
-    /// `cluster_id` is used until the log records one.
+    /// `cluster_id` is used until the log records one. `auth` is loaded from `kv`'s engine
+    /// (see [`Self::load_auth`]).
     ///
     /// # Errors
     /// Engine failures; a snapshot to finish installing that is gone.
@@ -134,10 +142,13 @@ impl<E: Engine> Applier<E> {
         cluster_id: u64,
         watch: WatchOptions,
         lease_setup: LeaseSetup,
+        auth: Arc<Auth>,
     ) -> io::Result<Self> {
         snapshot::recover(&kv)?;
         let engine = Arc::clone(kv.engine());
+        *auth.store_mut() = Self::load_auth(&kv)?;
         Ok(Self {
+            auth,
             members: membership::Members::open(&*engine, cluster_id)?,
             applied: AtomicU64::new(storage::read_u64(&*engine, APPLIED_INDEX).map_err(io_error)?.unwrap_or(0)),
             hub: Hub::new(StoreHistory(Arc::clone(&kv)), kv.current_revision(), watch),
@@ -149,6 +160,19 @@ impl<E: Engine> Applier<E> {
 
     pub fn kv(&self) -> &Arc<KvStore<E>> {
         &self.kv
+    }
+
+    /// The auth store as `kv`'s engine holds it.
+    ///
+    /// # Errors
+    /// Engine failures; undecodable records.
+    pub fn load_auth(kv: &KvStore<E>) -> io::Result<ferrocd_auth::AuthStore> {
+        ferrocd_auth::AuthStore::load(&**kv.engine()).map_err(io_error)
+    }
+
+    /// The member's auth state.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
     }
 
     /// The member's watch hub.
@@ -198,8 +222,11 @@ impl<E: Engine> Applier<E> {
             engine.write(Step::record(entry), false).map_err(io_error)?;
             return Ok(None);
         };
-        let command = decode(bytes, entry.index)?;
+        let (command, header) = decode(bytes, entry.index)?;
         let mut step = Step::new(entry, events);
+        if let Err(refused) = auth::authorize(&self.auth, &self.lessor, &header, &command) {
+            return auth::refuse(&self.kv, &step, refused).map(Some);
+        }
         let outcome = match command {
             Command::Put(r) => self.write(WriteRequest::Put(r), step)?,
             Command::DeleteRange(r) => self.write(WriteRequest::DeleteRange(r), step)?,
@@ -223,6 +250,7 @@ impl<E: Engine> Applier<E> {
                 lease::revoke(&self.kv, &mut self.lessor.lock(), &r, step)?
             }
             Command::LeaseCheckpoint(r) => lease::checkpoint(&self.kv, &mut self.lessor.lock(), &r, step)?,
+            command => auth::apply(&self.kv, &self.auth, command, step)?,
         };
         Ok(Some(outcome))
     }
@@ -258,7 +286,7 @@ impl<E: Engine> Applier<E> {
 /// # Errors
 /// An entry that does not decode, is of a newer format version, or carries a command this
 /// member does not know: applying stops rather than misapply or skip it.
-fn decode(bytes: &[u8], index: u64) -> io::Result<Command> {
+fn decode(bytes: &[u8], index: u64) -> io::Result<(Command, Header)> {
     let entry = Entry::decode(bytes).map_err(|e| io_error(format!("log entry {index} does not decode: {e}")))?;
     if entry.version > crate::entry::VERSION {
         return Err(io_error(format!(
@@ -267,9 +295,10 @@ fn decode(bytes: &[u8], index: u64) -> io::Result<Command> {
             crate::entry::VERSION
         )));
     }
-    entry.command.ok_or_else(|| {
+    let command = entry.command.ok_or_else(|| {
         io_error(format!("log entry {index} carries a command this member does not know: upgrade this member"))
-    })
+    })?;
+    Ok((command, entry.header.unwrap_or_default()))
 }
 
 impl<E: Engine> Apply for Applier<E> {
@@ -313,6 +342,7 @@ impl<E: Engine> Apply for Applier<E> {
                 lessor.promote(self.lease_setup.extend);
             }
         }
+        *self.auth.store_mut() = Self::load_auth(&self.kv)?;
         let engine = self.kv.engine();
         self.members.reload(&**engine)?;
         self.applied
@@ -356,7 +386,14 @@ pub(crate) mod testing {
         pub fn on(engine: Arc<MemEngine>) -> Self {
             let kv = Arc::new(KvStore::open(Arc::clone(&engine), Options::default()).unwrap());
             let setup = LeaseSetup { options: ferrocd_lease::Options::default(), extend: std::time::Duration::ZERO };
-            let applier = Applier::open(kv, 7, ferrocd_watch::Options::default(), setup).unwrap();
+            let auth = crate::auth::Auth::new(
+                ferrocd_auth::AuthStore::default(),
+                &ferrocd_auth::TokenOptions::Simple,
+                std::time::Duration::from_secs(300),
+                4,
+            )
+            .unwrap();
+            let applier = Applier::open(kv, 7, ferrocd_watch::Options::default(), setup, Arc::new(auth)).unwrap();
             let index = applier.applied_index();
             Self { applier, engine, index }
         }
@@ -369,10 +406,26 @@ pub(crate) mod testing {
             Ok(self.applier.apply(&[entry])?.pop().flatten())
         }
 
-        /// Applies `command` as the next entry and answers its reply.
+        /// Applies `command` as the next entry (the server's own) and answers its reply.
         pub fn apply(&mut self, command: Command) -> Result<Reply, ServerError> {
             let ctx = crate::context::RequestContext::internal(std::time::Duration::from_secs(5));
-            let bytes = Entry::new(command, &ctx).encode_to_vec();
+            self.apply_with(command, &ctx)
+        }
+
+        /// Applies `command` as a client's request, made by `caller`.
+        pub fn apply_as(
+            &mut self,
+            command: Command,
+            caller: Option<ferrocd_auth::AuthInfo>,
+        ) -> Result<Reply, ServerError> {
+            let mut ctx = crate::context::RequestContext::internal(std::time::Duration::from_secs(5));
+            ctx.listener = crate::context::Listener::Client;
+            ctx.caller = caller.map_or(crate::auth::Caller::Anonymous, crate::auth::Caller::User);
+            self.apply_with(command, &ctx)
+        }
+
+        fn apply_with(&mut self, command: Command, ctx: &crate::context::RequestContext) -> Result<Reply, ServerError> {
+            let bytes = Entry::new(command, ctx).encode_to_vec();
             let outcome = self.apply_bytes(&bytes).unwrap().expect("a command answers");
             futures::executor::block_on(outcome.finish())
         }

@@ -16,7 +16,15 @@ use crate::storage::{self, APPLIED_INDEX, SERVER_BUCKET};
 /// Present while a snapshot is being installed: the directory it is installed from.
 const INSTALLING: &[u8] = b"installing_snapshot";
 /// The buckets a snapshot replaces (the Raft log's are Raft's own).
-const REPLICATED: &[Bucket] = &[KEY_BUCKET, META_BUCKET, LEASE_BUCKET, SERVER_BUCKET];
+const REPLICATED: &[Bucket] = &[
+    KEY_BUCKET,
+    META_BUCKET,
+    LEASE_BUCKET,
+    SERVER_BUCKET,
+    ferrocd_auth::AUTH_BUCKET,
+    ferrocd_auth::USERS_BUCKET,
+    ferrocd_auth::ROLES_BUCKET,
+];
 /// The most bytes written to the engine in one batch while installing.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 

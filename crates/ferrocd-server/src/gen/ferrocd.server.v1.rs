@@ -5,10 +5,13 @@
 pub struct Entry {
     #[prost(uint32, tag = "15")]
     pub version: u32,
-    /// Who asked, as etcd's RequestHeader: checked again at apply once auth exists.
+    /// Who asked, as etcd's RequestHeader: a client's request is checked again at apply.
     #[prost(message, optional, tag = "16")]
     pub header: ::core::option::Option<Header>,
-    #[prost(oneof = "entry::Command", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(
+        oneof = "entry::Command",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28"
+    )]
     pub command: ::core::option::Option<entry::Command>,
 }
 /// Nested message and enum types in `Entry`.
@@ -39,6 +42,36 @@ pub mod entry {
         /// Record leases' remaining TTLs (etcd's lease checkpoints).
         #[prost(message, tag = "9")]
         LeaseCheckpoint(::ferrocd_proto::etcdserverpb::LeaseCheckpointRequest),
+        /// Auth management (numbers 15 and 16 are the entry's own fields). Passwords arrive
+        /// hashed: the plain `password` fields are always empty in the log.
+        #[prost(message, tag = "17")]
+        AuthEnable(::ferrocd_proto::etcdserverpb::AuthEnableRequest),
+        #[prost(message, tag = "18")]
+        AuthDisable(::ferrocd_proto::etcdserverpb::AuthDisableRequest),
+        #[prost(message, tag = "19")]
+        Authenticate(super::Authenticate),
+        #[prost(message, tag = "20")]
+        UserAdd(::ferrocd_proto::etcdserverpb::AuthUserAddRequest),
+        #[prost(message, tag = "21")]
+        UserDelete(::ferrocd_proto::etcdserverpb::AuthUserDeleteRequest),
+        #[prost(message, tag = "22")]
+        UserChangePassword(::ferrocd_proto::etcdserverpb::AuthUserChangePasswordRequest),
+        #[prost(message, tag = "23")]
+        UserGrantRole(::ferrocd_proto::etcdserverpb::AuthUserGrantRoleRequest),
+        #[prost(message, tag = "24")]
+        UserRevokeRole(::ferrocd_proto::etcdserverpb::AuthUserRevokeRoleRequest),
+        #[prost(message, tag = "25")]
+        RoleAdd(::ferrocd_proto::etcdserverpb::AuthRoleAddRequest),
+        #[prost(message, tag = "26")]
+        RoleDelete(::ferrocd_proto::etcdserverpb::AuthRoleDeleteRequest),
+        #[prost(message, tag = "27")]
+        RoleGrantPermission(
+            ::ferrocd_proto::etcdserverpb::AuthRoleGrantPermissionRequest,
+        ),
+        #[prost(message, tag = "28")]
+        RoleRevokePermission(
+            ::ferrocd_proto::etcdserverpb::AuthRoleRevokePermissionRequest,
+        ),
     }
 }
 /// The caller of a request, as the member that accepted it knew them.
@@ -50,6 +83,25 @@ pub struct Header {
     /// The auth store's revision the permission check was made at.
     #[prost(uint64, tag = "2")]
     pub auth_revision: u64,
+    /// The server's own request (an expired lease's revoke, a member's attributes): no
+    /// permission check applies.
+    #[prost(bool, tag = "3")]
+    pub internal: bool,
+}
+/// Issue a token to a user whose password the proposer checked (the password itself never
+/// enters the log).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Authenticate {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The random part of a simple token, drawn by the proposer; every member appends the
+    /// entry's index, so all of them know the token.
+    #[prost(string, tag = "2")]
+    pub simple_token: ::prost::alloc::string::String,
+    /// The auth revision the password was checked at: a later one means the check must be
+    /// made again.
+    #[prost(uint64, tag = "3")]
+    pub checked_revision: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct KeyList {

@@ -149,6 +149,8 @@ impl<E: Engine> ClusterService<E> {
 #[tonic::async_trait]
 impl<E: Engine> Cluster for ClusterService<E> {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        // Membership changes are root's (MemberList is open).
+        self.0.admin(&request)?;
         if let Some(mut resp) =
             self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_add(r).await).await?
         {
@@ -200,6 +202,8 @@ impl<E: Engine> Cluster for ClusterService<E> {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // Membership changes are root's (MemberList is open).
+        self.0.admin(&request)?;
         if let Some(mut resp) =
             self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_remove(r).await).await?
         {
@@ -220,6 +224,8 @@ impl<E: Engine> Cluster for ClusterService<E> {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // Membership changes are root's (MemberList is open).
+        self.0.admin(&request)?;
         if let Some(mut resp) =
             self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_update(r).await).await?
         {
@@ -245,6 +251,8 @@ impl<E: Engine> Cluster for ClusterService<E> {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // Membership changes are root's (MemberList is open).
+        self.0.admin(&request)?;
         if let Some(mut resp) =
             self.0.forward(&request, &async |c, r| ClusterClient::new(c).member_promote(r).await).await?
         {

@@ -31,7 +31,7 @@ fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
 
 impl<E: Engine> KvService<E> {
     /// Serves a write at the leader (see [`Shared::at_leader`]): checks it as etcd does
-    /// (`check`) and proposes it.
+    /// (`check`, then the caller's permissions) and proposes it.
     async fn write<T: Clone + Send + Sync, R: Headed>(
         &self,
         request: Request<T>,
@@ -43,7 +43,10 @@ impl<E: Engine> KvService<E> {
         let (shared, check, wrap, unwrap) = (&*self.0, &check, &wrap, &unwrap);
         let local = |ctx: crate::context::RequestContext, req: T| async move {
             check(&req)?;
-            let applied = shared.replica.propose_kv(&ctx, wrap(req)).await?;
+            let req = wrap(req);
+            let lease_keys = |id| shared.lease_keys(id);
+            shared.auth.check(&ctx.caller, |c| c.write(&req, &lease_keys))?;
+            let applied = shared.replica.propose_kv(&ctx, req).await?;
             unwrap(applied.response)
                 .ok_or_else(|| ServerError::Storage("the write path answered with another kind of response".into()))
         };
@@ -54,12 +57,15 @@ impl<E: Engine> KvService<E> {
 #[tonic::async_trait]
 impl<E: Engine> Kv for KvService<E> {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let caller = self.0.context(&request).caller;
         let req = request.into_inner();
         // Serializable reads are served from the local store as it is (learners included);
         // linearizable ones after the read barrier.
         if !req.serializable {
             self.0.read_barrier().await?;
         }
+        validate::check_range(&req).map_err(ServerError::from)?;
+        self.0.auth.check(&caller, |c| c.range(&req))?;
         let mut resp = self.0.kv.range(&req).map_err(ServerError::from)?;
         self.0.fill(&mut resp.header);
         Ok(Response::new(resp))

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Route, Shared};
-use crate::context::RequestContext;
+use crate::context::{Listener, RequestContext};
 use crate::error::ServerError;
 use crate::replica::LeaseCommand;
 
@@ -57,7 +57,16 @@ async fn keep_alive_once<E: Engine>(
 ) -> Result<LeaseKeepAliveResponse, Status> {
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + shared.request_timeout;
-    let ctx = RequestContext { deadline, ..stream.clone() };
+    let mut ctx = RequestContext { deadline, ..stream.clone() };
+    if ctx.listener == Listener::Client {
+        // Each renewal is checked at the store's revision now (the stream may be old).
+        ctx.caller = shared.auth.resolve(ctx.token.as_deref());
+    }
+    // etcd's `checkLeaseRenew`: a user, with WRITE on the lease's keys unless root.
+    shared.auth.check(&ctx.caller, |c| {
+        c.user()?;
+        c.lease_keys(&shared.lease_keys(id))
+    })?;
     loop {
         let retry = match shared.route(&ctx).await? {
             Route::Local => match shared.renew(&ctx, id).await {
@@ -108,6 +117,7 @@ impl<E: Engine> Lease for LeaseService<E> {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
         let (shared, ids) = (&*self.shared, &self.ids);
         let local = |ctx: RequestContext, req: LeaseGrantRequest| async move {
+            shared.auth.check(&ctx.caller, |c| c.user())?;
             if req.ttl > MAX_LEASE_TTL {
                 return Err(ferrocd_lease::Error::TtlTooLarge.into());
             }
@@ -130,6 +140,11 @@ impl<E: Engine> Lease for LeaseService<E> {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let shared = &*self.shared;
         let local = |ctx: RequestContext, req: LeaseRevokeRequest| async move {
+            // A user, with WRITE on every key of the lease (checked again at apply).
+            shared.auth.check(&ctx.caller, |c| {
+                c.user()?;
+                c.lease_keys(&shared.lease_keys(req.id))
+            })?;
             let done = shared.replica.propose_lease(&ctx, LeaseCommand::Revoke(req.id)).await?;
             Ok(LeaseRevokeResponse { header: shared.header(done.revision) })
         };
@@ -164,7 +179,12 @@ impl<E: Engine> Lease for LeaseService<E> {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let shared = &*self.shared;
-        let local = |_: RequestContext, req: LeaseTimeToLiveRequest| async move {
+        let local = |ctx: RequestContext, req: LeaseTimeToLiveRequest| async move {
+            // A user; with the keys, READ on each of them.
+            shared.auth.check(&ctx.caller, |c| {
+                c.user()?;
+                if req.keys { c.read_keys(&shared.lease_keys(req.id)) } else { Ok(()) }
+            })?;
             shared.lease_barrier().await?;
             shared.primary_lessor();
             let ttl = shared.replica.lessor().lock().time_to_live(req.id, req.keys);
@@ -186,10 +206,19 @@ impl<E: Engine> Lease for LeaseService<E> {
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let ctx = self.shared.context(&request);
         self.shared.read_barrier().await?;
         let leases = self.shared.replica.lessor().lock().leases();
+        // A user; unless root, with READ on every key of every lease (etcd 3.6).
+        self.shared.auth.check(&ctx.caller, |c| {
+            c.user()?;
+            if c.store.is_admin(c.caller) {
+                return Ok(());
+            }
+            leases.iter().try_for_each(|id| c.read_keys(&self.shared.lease_keys(*id)))
+        })?;
         Ok(Response::new(LeaseLeasesResponse {
             header: self.shared.header(self.shared.kv.current_revision()),
             leases: leases.into_iter().map(|id| LeaseStatus { id }).collect(),

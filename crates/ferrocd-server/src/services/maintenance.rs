@@ -26,7 +26,14 @@ pub struct MaintenanceService<E: Engine>(pub Arc<Shared<E>>);
 impl<E: Engine> Maintenance for MaintenanceService<E> {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         self.0.not_learner()?;
-        match AlarmAction::try_from(request.into_inner().action) {
+        let action = AlarmAction::try_from(request.get_ref().action);
+        // Listing alarms is any user's; raising or clearing one is root's.
+        if action == Ok(AlarmAction::Get) {
+            self.0.user(&request)?
+        } else {
+            self.0.admin(&request)?
+        }
+        match action {
             // No alarm is ever raised by this build, so the list is truthfully empty.
             Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
                 header: self.0.header(self.0.kv.current_revision()),
@@ -36,8 +43,9 @@ impl<E: Engine> Maintenance for MaintenanceService<E> {
         }
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.0;
+        s.user(&request)?;
         let size = s.kv.engine().size_bytes() as i64;
         let raft = s.replica.status();
         let mut errors = Vec::new();
@@ -61,7 +69,8 @@ impl<E: Engine> Maintenance for MaintenanceService<E> {
         }))
     }
 
-    async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.0.admin(&request)?;
         self.0.not_learner()?;
         let kv = Arc::clone(&self.0.kv);
         // An online compaction of every bucket: reads and writes go on meanwhile.
@@ -77,11 +86,13 @@ impl<E: Engine> Maintenance for MaintenanceService<E> {
         Ok(Response::new(DefragmentResponse { header: self.0.header(self.0.kv.current_revision()) }))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.0.admin(&request)?;
         Err(ServerError::Unimplemented("Hash (use HashKV)").into())
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.0.admin(&request)?;
         self.0.not_learner()?;
         let revision = request.into_inner().revision;
         let kv = Arc::clone(&self.0.kv);
@@ -99,12 +110,14 @@ impl<E: Engine> Maintenance for MaintenanceService<E> {
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
-    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.admin(&request)?;
         Err(ServerError::Unimplemented("Snapshot").into())
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         let s = &self.0;
+        s.admin(&request)?;
         let target = request.into_inner().target_id;
         let raft = s.replica.status();
         if raft.leader != Some(s.member_id) {
@@ -120,7 +133,8 @@ impl<E: Engine> Maintenance for MaintenanceService<E> {
         Ok(Response::new(MoveLeaderResponse { header: s.header(s.kv.current_revision()) }))
     }
 
-    async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(&self, request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        self.0.admin(&request)?;
         Err(ServerError::Unimplemented("Downgrade").into())
     }
 }

@@ -3,6 +3,7 @@
 //! Services that are not built yet are simply not registered: tonic answers their methods with
 //! gRPC `Unimplemented`, never with a fake success.
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;
@@ -46,6 +47,8 @@ pub struct Shared<E: Engine> {
     pub strict_reconfig_check: bool,
     pub quota_bytes: u64,
     pub db_size: SizeCache,
+    /// Users, roles, permissions and tokens, as applied here.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// The store's size for the quota check, re-read at most every [`SizeCache::TTL`]: asking
@@ -112,7 +115,19 @@ headed!(
     etcdserverpb::LeaseGrantResponse,
     etcdserverpb::LeaseRevokeResponse,
     etcdserverpb::LeaseTimeToLiveResponse,
-    etcdserverpb::LeaseLeasesResponse
+    etcdserverpb::LeaseLeasesResponse,
+    etcdserverpb::AuthEnableResponse,
+    etcdserverpb::AuthDisableResponse,
+    etcdserverpb::AuthenticateResponse,
+    etcdserverpb::AuthUserAddResponse,
+    etcdserverpb::AuthUserDeleteResponse,
+    etcdserverpb::AuthUserChangePasswordResponse,
+    etcdserverpb::AuthUserGrantRoleResponse,
+    etcdserverpb::AuthUserRevokeRoleResponse,
+    etcdserverpb::AuthRoleAddResponse,
+    etcdserverpb::AuthRoleDeleteResponse,
+    etcdserverpb::AuthRoleGrantPermissionResponse,
+    etcdserverpb::AuthRoleRevokePermissionResponse
 );
 
 /// Whether a forwarded request failed before it left this member (so retrying cannot apply it
@@ -156,6 +171,22 @@ impl<E: Engine> Shared<E> {
     /// `etcdserver: rpc not supported for learner` on a learner.
     pub fn not_learner(&self) -> Result<(), ServerError> {
         if self.replica.role() == Role::Learner { Err(ServerError::Learner) } else { Ok(()) }
+    }
+
+    /// etcd's root-role check for `request`'s caller (passes while auth is off).
+    ///
+    /// # Errors
+    /// `user name is empty`, `invalid auth token`, `user name not found`, `permission denied`.
+    pub fn admin<T>(&self, request: &Request<T>) -> Result<(), ServerError> {
+        self.auth.check(&self.context(request).caller, |c| c.admin())
+    }
+
+    /// etcd's check that `request` names a caller (passes while auth is off).
+    ///
+    /// # Errors
+    /// `user name is empty`, `invalid auth token`.
+    pub fn user<T>(&self, request: &Request<T>) -> Result<(), ServerError> {
+        self.auth.check(&self.context(request).caller, |c| c.user())
     }
 
     /// The context the edge gave `request` (see [`RequestContext::of`]).
@@ -352,6 +383,11 @@ impl<E: Engine> Shared<E> {
             Err(ferrocd_lease::Error::LeaseNotFound) => Ok(0),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The keys attached to lease `id` here (none for an unknown lease).
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.replica.lessor().lock().time_to_live(id, true).map(|t| t.keys).unwrap_or_default()
     }
 
     /// Fills the cluster fields of a header the store set the revision of.

@@ -30,9 +30,11 @@ use ferrocd_proto::v3lockpb::lock_server::Lock;
 use ferrocd_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use futures::Stream;
 use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::context::RequestContext;
 use crate::error::ServerError;
 
 /// The TTL of the lease a Lock or Campaign without one gets (etcd's session default); it is
@@ -117,22 +119,40 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
     }
 }
 
-/// The recipes' client side, over the loopback connection.
+/// The recipes' client side, over the loopback connection, as a caller: every request
+/// carries the caller's token, so the recipes run with the caller's permissions (as etcd's
+/// do), never the server's.
 #[derive(Debug, Clone)]
 struct Recipes {
     loopback: Loopback,
+    token: Option<String>,
 }
 
 /// A watch stream: its request sender (kept so the stream stays open) and its responses.
 type Watching = (mpsc::UnboundedSender<WatchRequest>, tonic::Streaming<ferrocd_proto::etcdserverpb::WatchResponse>);
 
 impl Recipes {
+    /// The recipes as the caller of `request`.
+    fn as_caller<T>(&self, request: &Request<T>) -> Self {
+        let token = request.extensions().get::<RequestContext>().and_then(|c| c.token.clone());
+        Self { loopback: self.loopback.clone(), token }
+    }
+
+    /// `message` as a request of the caller.
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = self.token.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
+            request.metadata_mut().insert("token", token);
+        }
+        request
+    }
+
     /// Opens a watch stream on this member with one watcher.
     async fn watch(&self, create: WatchCreateRequest) -> Result<Watching, Status> {
         let (requests, rx) = mpsc::unbounded_channel();
         let _ = requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) });
         let responses = WatchClient::new(self.loopback.channel()?)
-            .watch(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .watch(self.req(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)))
             .await?
             .into_inner();
         Ok((requests, responses))
@@ -144,7 +164,7 @@ impl Recipes {
             return Ok(lease);
         }
         let mut leases = LeaseClient::new(self.loopback.channel()?);
-        Ok(leases.lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }).await?.into_inner().id)
+        Ok(leases.lease_grant(self.req(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 })).await?.into_inner().id)
     }
 
     /// Creates `key` with `value` under `lease` unless it exists. Returns its create revision,
@@ -169,7 +189,7 @@ impl Recipes {
                 op(request_op::Request::RequestRange(first_created(prefix))),
             ],
         };
-        let resp = self.loopback.kv()?.txn(txn).await?.into_inner();
+        let resp = self.loopback.kv()?.txn(self.req(txn)).await?.into_inner();
         let owner = range_kvs(&resp, 1).into_iter().next();
         if resp.succeeded {
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -190,7 +210,7 @@ impl Recipes {
                 max_create_revision: max_create_rev,
                 ..first_created(prefix)
             };
-            let resp = self.loopback.kv()?.range(req).await?.into_inner();
+            let resp = self.loopback.kv()?.range(self.req(req)).await?.into_inner();
             let Some(ahead) = resp.kvs.first() else { return Ok(()) };
             let rev = resp.header.map_or(0, |h| h.revision);
             self.wait_delete(&ahead.key, rev + 1).await?;
@@ -219,14 +239,18 @@ impl Recipes {
 
     /// The header of a read of `key`, failing when the key is gone (its lease expired).
     async fn still_held(&self, key: &[u8]) -> Result<Option<ResponseHeader>, Status> {
-        let resp =
-            self.loopback.kv()?.range(RangeRequest { key: key.to_vec(), ..Default::default() }).await?.into_inner();
+        let resp = self
+            .loopback
+            .kv()?
+            .range(self.req(RangeRequest { key: key.to_vec(), ..Default::default() }))
+            .await?
+            .into_inner();
         if resp.kvs.is_empty() { Err(Status::from(ServerError::SessionExpired)) } else { Ok(resp.header) }
     }
 
     async fn delete(&self, key: &[u8]) -> Result<Option<ResponseHeader>, Status> {
         let req = DeleteRangeRequest { key: key.to_vec(), ..Default::default() };
-        Ok(self.loopback.kv()?.delete_range(req).await?.into_inner().header)
+        Ok(self.loopback.kv()?.delete_range(self.req(req)).await?.into_inner().header)
     }
 
     /// Waits until the key created at `rev` under `prefix` is the oldest; on failure or
@@ -268,15 +292,14 @@ pub struct LockService(Recipes);
 
 impl LockService {
     pub fn new(loopback: Loopback) -> Self {
-        Self(Recipes { loopback })
+        Self(Recipes { loopback, token: None })
     }
 }
 
-#[tonic::async_trait]
-impl Lock for LockService {
-    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+impl LockService {
+    async fn serve_lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let r = &self.0.as_caller(&request);
         let req = request.into_inner();
-        let r = &self.0;
         let lease = r.session(req.lease).await?;
         let prefix = with_slash(&req.name);
         let key = contender_key(&prefix, lease);
@@ -286,8 +309,9 @@ impl Lock for LockService {
         Ok(Response::new(LockResponse { header, key }))
     }
 
-    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
-        let header = self.0.delete(&request.into_inner().key).await?;
+    async fn serve_unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        let r = self.0.as_caller(&request);
+        let header = r.delete(&request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }
@@ -298,7 +322,7 @@ pub struct ElectionService(Recipes);
 
 impl ElectionService {
     pub fn new(loopback: Loopback) -> Self {
-        Self(Recipes { loopback })
+        Self(Recipes { loopback, token: None })
     }
 }
 
@@ -314,7 +338,7 @@ impl Recipes {
             success: vec![op(request_op::Request::RequestPut(put))],
             failure: Vec::new(),
         };
-        let resp = self.loopback.kv()?.txn(txn).await?.into_inner();
+        let resp = self.loopback.kv()?.txn(self.req(txn)).await?.into_inner();
         if resp.succeeded { Ok(resp.header) } else { Err(Status::from(ServerError::ElectionNotLeader)) }
     }
 
@@ -322,7 +346,7 @@ impl Recipes {
     /// until the receiver is gone.
     async fn observe(&self, prefix: Vec<u8>, tx: mpsc::Sender<Result<LeaderResponse, Status>>) -> Result<(), Status> {
         loop {
-            let resp = self.loopback.kv()?.range(first_created(&prefix)).await?.into_inner();
+            let resp = self.loopback.kv()?.range(self.req(first_created(&prefix))).await?.into_inner();
             let from = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
             let (leader, header) = match resp.kvs.into_iter().next() {
                 Some(kv) => (kv, resp.header),
@@ -373,11 +397,10 @@ impl Recipes {
     }
 }
 
-#[tonic::async_trait]
-impl Election for ElectionService {
-    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+impl ElectionService {
+    async fn serve_campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        let r = &self.0.as_caller(&request);
         let req = request.into_inner();
-        let r = &self.0;
         let lease = r.session(req.lease).await?;
         let prefix = with_slash(&req.name);
         let key = contender_key(&prefix, lease);
@@ -392,26 +415,27 @@ impl Election for ElectionService {
         Ok(Response::new(CampaignResponse { header, leader: Some(leader) }))
     }
 
-    async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+    async fn serve_proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        let r = self.0.as_caller(&request);
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(|| Status::from(ServerError::MissingLeaderField))?;
-        let header = self.0.proclaim(&leader, &req.value).await?;
+        let header = r.proclaim(&leader, &req.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
-    async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+    async fn serve_leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+        let r = self.0.as_caller(&request);
         let prefix = with_slash(&request.into_inner().name);
-        let resp = self.0.loopback.kv()?.range(first_created(&prefix)).await?.into_inner();
+        let resp = r.loopback.kv()?.range(r.req(first_created(&prefix))).await?.into_inner();
         let kv = resp.kvs.into_iter().next().ok_or_else(|| Status::from(ServerError::ElectionNoLeader))?;
         Ok(Response::new(LeaderResponse { header: resp.header, kv: Some(kv) }))
     }
 
-    type ObserveStream = ObserveStream;
-
-    async fn observe(&self, request: Request<LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
+    async fn serve_observe(&self, request: Request<LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
+        let recipes = self.0.as_caller(&request);
         let prefix = with_slash(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(16);
-        let recipes = self.0.clone();
+
         tokio::spawn(async move {
             // Ends when the observer goes away, even while the election is quiet.
             let gone = tx.clone();
@@ -427,7 +451,8 @@ impl Election for ElectionService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+    async fn serve_resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        let r = self.0.as_caller(&request);
         let leader = request.into_inner().leader.ok_or_else(|| Status::from(ServerError::MissingLeaderField))?;
         let txn = TxnRequest {
             compare: vec![created_at(&leader.key, leader.rev)],
@@ -437,7 +462,43 @@ impl Election for ElectionService {
             }))],
             failure: Vec::new(),
         };
-        let resp = self.0.loopback.kv()?.txn(txn).await?.into_inner();
+        let resp = r.loopback.kv()?.txn(r.req(txn)).await?.into_inner();
         Ok(Response::new(ResignResponse { header: resp.header }))
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        self.serve_lock(request).await.map_err(crate::error::through_in_process_client)
+    }
+
+    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        self.serve_unlock(request).await.map_err(crate::error::through_in_process_client)
+    }
+}
+
+#[tonic::async_trait]
+impl Election for ElectionService {
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        self.serve_campaign(request).await.map_err(crate::error::through_in_process_client)
+    }
+
+    async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        self.serve_proclaim(request).await.map_err(crate::error::through_in_process_client)
+    }
+
+    async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+        self.serve_leader(request).await.map_err(crate::error::through_in_process_client)
+    }
+
+    type ObserveStream = ObserveStream;
+
+    async fn observe(&self, request: Request<LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
+        self.serve_observe(request).await.map_err(crate::error::through_in_process_client)
+    }
+
+    async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        self.serve_resign(request).await.map_err(crate::error::through_in_process_client)
     }
 }

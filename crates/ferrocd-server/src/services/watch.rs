@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferrocd_engine::Engine;
 use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
 use ferrocd_proto::etcdserverpb::watch_server::Watch;
-use ferrocd_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use ferrocd_watch::{WatchStream, fragment};
 use futures::Stream;
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
+use crate::auth::Auth;
 use crate::error::ServerError;
 use crate::history::StoreHistory;
 
@@ -110,6 +111,14 @@ async fn leaderless_for<E: Engine>(shared: Arc<Shared<E>>) {
     }
 }
 
+/// Whether the caller `token` names may watch what `create` asks for (READ on its range; an
+/// empty key is key `"\0"`, as the watch itself takes it). Checked at each create: a simple
+/// token stands for the store's revision at that moment.
+fn permitted(auth: &Auth, token: Option<&str>, create: &WatchCreateRequest) -> Result<(), Status> {
+    let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
+    auth.check(&auth.resolve(token), |c| c.watch(key, &create.range_end)).map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl<E: Engine> Watch for WatchService<E> {
     type WatchStream = ResponseStream;
@@ -122,6 +131,8 @@ impl<E: Engine> Watch for WatchService<E> {
             return Err(ServerError::NoLeader.into());
         }
         let stream = Arc::new(shared.replica.hub().stream());
+        let token = shared.context(&request).token;
+        let auth = Arc::clone(&shared.auth);
         let mut inbound = request.into_inner();
         let reader = {
             let stream = Arc::clone(&stream);
@@ -130,7 +141,17 @@ impl<E: Engine> Watch for WatchService<E> {
                 // live until the response stream is dropped, as in etcd.
                 while let Ok(Some(req)) = inbound.message().await {
                     match req.request_union {
-                        Some(RequestUnion::CreateRequest(create)) => stream.create(&create),
+                        Some(RequestUnion::CreateRequest(create)) => {
+                            match permitted(&auth, token.as_deref(), &create) {
+                                Ok(()) => stream.create(&create),
+                                // etcd refuses with the error as gRPC would print it.
+                                Err(status) => stream.refuse(format!(
+                                    "rpc error: code = {:?} desc = {}",
+                                    status.code(),
+                                    status.message()
+                                )),
+                            }
+                        }
                         Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id),
                         Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
                         None => {}
