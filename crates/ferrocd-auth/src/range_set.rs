@@ -82,7 +82,7 @@ impl RangeSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -128,7 +128,7 @@ mod tests {
 
     /// Every key of up to four bytes over the alphabet (and 0xff): every bound the ranges above
     /// can have is among them.
-    fn universe() -> Vec<Vec<u8>> {
+    pub(crate) fn universe() -> Vec<Vec<u8>> {
         let alphabet = [0u8, b'a', b'b', b'c', 0xff];
         let mut out = vec![Vec::new()];
         let mut last = vec![Vec::new()];

@@ -9,6 +9,7 @@ use ferrocd_proto::authpb::{Permission, permission::Type};
 use ferrocd_types::KeyRange;
 use proptest::prelude::*;
 
+use crate::range_set::tests::universe;
 use crate::{AuthInfo, AuthStore, BUCKETS, Error, Perm, ROOT, TokenOptions, Tokens};
 
 fn perm(t: Type, key: &str, end: &str) -> Permission {
@@ -342,27 +343,6 @@ fn arb_op() -> impl Strategy<Value = Op> {
 fn arb_request() -> impl Strategy<Value = KeyRange> {
     let end = prop_oneof![Just(Vec::new()), Just(vec![0u8]), small_key()];
     (small_key(), end).prop_map(|(k, e)| KeyRange::from_request(&k, &e))
-}
-
-/// Every key of up to four bytes over the alphabet: every bound a range above has is among
-/// them, so testing each is exact (see `range_set`'s property test).
-fn universe() -> Vec<Vec<u8>> {
-    let mut out = vec![Vec::new()];
-    let mut last = vec![Vec::new()];
-    for _ in 0..4 {
-        last = last
-            .iter()
-            .flat_map(|k| {
-                [0u8, b'a', b'b', b'c', 0xff].into_iter().map(move |c| {
-                    let mut k = k.clone();
-                    k.push(c);
-                    k
-                })
-            })
-            .collect();
-        out.extend(last.iter().cloned());
-    }
-    out
 }
 
 proptest! {

@@ -13,12 +13,13 @@ use crate::grpc::Grpc;
 /// Steps whose etcd 3.4 answer differs from etcd 3.6's, which ferrocd follows. None so far.
 const KNOWN_3_4_DIFFERENCES: &[&str] = &[];
 
-struct Step {
-    args: &'static [&'static str],
-    stdin: Option<&'static str>,
+/// One etcdctl command: its arguments and what it reads on stdin.
+pub(crate) struct Step {
+    pub args: &'static [&'static str],
+    pub stdin: Option<&'static str>,
 }
 
-const fn run(args: &'static [&'static str]) -> Step {
+pub(crate) const fn run(args: &'static [&'static str]) -> Step {
     Step { args, stdin: None }
 }
 
@@ -109,30 +110,36 @@ fn normalise(out: &str) -> String {
     v.to_string()
 }
 
-fn outputs(member: &Member) -> Vec<(Option<i32>, String, String)> {
-    SCRIPT
-        .iter()
-        .map(|step| {
-            let out = etcdctl(&member.endpoint(), step.args, step.stdin);
-            (out.status.code(), normalise(&String::from_utf8_lossy(&out.stdout)), normalise(&etcdctl_stderr(&out)))
-        })
-        .collect()
-}
-
-#[test]
-fn etcdctl_outputs_match_etcd() {
+/// Runs `script` with etcdctl against a fresh etcd and a fresh ferrocd, `observe` turning each
+/// step's output into what is compared (exit code, stdout, stderr); fails listing the steps
+/// that differ, except the `known` etcd 3.4 differences (named `"{args:?} {stdin:?}"`).
+pub(crate) fn assert_same_as_etcd(
+    script: &[Step],
+    known: &[&str],
+    observe: impl Fn(&Step, std::process::Output) -> (Option<i32>, String, String),
+) {
+    let outputs = |member: &Member| -> Vec<_> {
+        script.iter().map(|step| observe(step, etcdctl(&member.endpoint(), step.args, step.stdin))).collect()
+    };
     let etcd = Member::start(Kind::Etcd, &[]);
     let ferrocd = Member::start(Kind::Ferrocd, &[]);
     let want = outputs(&etcd);
     let got = outputs(&ferrocd);
     let mut diffs = Vec::new();
-    for ((step, w), g) in SCRIPT.iter().zip(&want).zip(&got) {
+    for ((step, w), g) in script.iter().zip(&want).zip(&got) {
         let name = format!("{:?} {:?}", step.args, step.stdin);
-        if w != g && !KNOWN_3_4_DIFFERENCES.contains(&name.as_str()) {
+        if w != g && !known.contains(&name.as_str()) {
             diffs.push(format!("etcdctl {name}\n  etcd:    {w:?}\n  ferrocd: {g:?}"));
         }
     }
-    assert!(diffs.is_empty(), "{} of {} steps differ:\n{}", diffs.len(), SCRIPT.len(), diffs.join("\n"));
+    assert!(diffs.is_empty(), "{} of {} steps differ:\n{}", diffs.len(), script.len(), diffs.join("\n"));
+}
+
+#[test]
+fn etcdctl_outputs_match_etcd() {
+    assert_same_as_etcd(SCRIPT, KNOWN_3_4_DIFFERENCES, |_, out| {
+        (out.status.code(), normalise(&String::from_utf8_lossy(&out.stdout)), normalise(&etcdctl_stderr(&out)))
+    });
 }
 
 /// Replaces the numbers after the member-specific field names in a `Debug` rendering.
