@@ -292,17 +292,20 @@ fn jwt_tokens_in_every_family_sign_and_verify() {
             assert_eq!(verifier.assign("alice", 9, "", 1, now), Err(Error::VerifyOnly));
         }
     }
-    // An expired token is refused.
+    // An expired token is refused, whether or not it was verified (and remembered) before.
     let options = TokenOptions::parse(&format!(
-        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=0s",
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=1s",
         path("es256.pub"),
         path("es256.key")
     ))
     .unwrap();
     let mut tokens = Tokens::new(&options, Duration::from_secs(1)).unwrap();
-    let token = tokens.assign("alice", 9, "", 1, Instant::now()).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(tokens.info(&token, 9, Instant::now()), None);
+    let used = tokens.assign("alice", 9, "", 1, Instant::now()).unwrap();
+    assert!(tokens.info(&used, 9, Instant::now()).is_some());
+    let unused = tokens.assign("bob", 9, "", 2, Instant::now()).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(tokens.info(&used, 9, Instant::now()), None);
+    assert_eq!(tokens.info(&unused, 9, Instant::now()), None);
 }
 
 // --- the permission check against a model ---

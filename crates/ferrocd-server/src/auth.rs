@@ -104,11 +104,11 @@ impl Auth {
         caller: &Caller,
         f: impl FnOnce(&Check<'_>) -> Result<(), ferrocd_auth::Error>,
     ) -> Result<(), ServerError> {
-        let caller = caller.info()?;
         let store = self.store.read();
         if !store.is_enabled() {
             return Ok(());
         }
+        let caller = caller.info()?;
         f(&Check { store: &store, caller }).map_err(ServerError::from)
     }
 }
