@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use ferrocd_test_utils::{Cluster, Kind, Member, etcdctl, etcdctl_stderr};
+use ferrocd_test_utils::{Cluster, Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr};
 
 use crate::differential::{Step, assert_same_as_etcd, run};
 
@@ -134,8 +134,7 @@ fn set_up_users(member: &str) {
         &["user", "grant-role", "app", "app"],
         &["auth", "enable"],
     ] {
-        let out = etcdctl(member, args, None);
-        assert!(out.status.success(), "etcdctl {args:?}: {}", etcdctl_stderr(&out));
+        etcdctl_ok(member, args);
     }
 }
 

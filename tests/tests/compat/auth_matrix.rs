@@ -19,7 +19,7 @@ use ferrocd_proto::v3electionpb::election_client::ElectionClient;
 use ferrocd_proto::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
 use ferrocd_proto::v3lockpb::lock_client::LockClient;
 use ferrocd_proto::v3lockpb::{LockRequest, UnlockRequest};
-use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_stderr};
+use ferrocd_test_utils::{Kind, Member, etcdctl_ok};
 use futures::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -369,12 +369,6 @@ async fn lease_with_key(env: &Env, k: &str) -> i64 {
     let put = PutRequest { key: key(k), lease: id, ..Default::default() };
     KvClient::new(env.channel.clone()).put(env.req(put)).await.unwrap();
     id
-}
-
-fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {
-    let out = etcdctl(endpoint, args, None);
-    assert!(out.status.success(), "etcdctl {args:?}: {}", etcdctl_stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The decisions of a server of `kind`: one with auth off, one with users and auth on.
