@@ -208,7 +208,11 @@ fn the_store_reloads_as_it_was() {
 }
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    // Cargo sets it when it runs the tests: the checkout they run in, which need not be the one
+    // they were compiled in (a shared target directory).
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    dir.join("testdata").join(name)
 }
 
 #[test]

@@ -342,7 +342,7 @@ fn auth_flags(auth: &str) -> Vec<String> {
     if auth != "jwt" {
         return Vec::new();
     }
-    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferrocd-auth/testdata");
+    let keys = ferrocd_test_utils::jwt_keys();
     let option = format!(
         "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=1h",
         keys.join("es256.pub").display(),

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use crate::auth::Authed;
+use crate::workload::{Done, Hold, KvKind, KvOp, WatchLog, prefix_end};
 use anyhow::{Context as _, bail};
 use ferrocd_lincheck::Verdict;
 use ferrocd_proto::etcdserverpb::watch_client::WatchClient;
@@ -20,9 +22,6 @@ use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
 use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchProgressRequest, WatchRequest};
 use ferrocd_proto::mvccpb::Event;
 use ferrocd_proto::mvccpb::event::EventType;
-use tonic::transport::Channel;
-
-use crate::workload::{Done, Hold, KvKind, KvOp, WatchLog, prefix_end};
 
 /// The search budget of the linearizability checker per history.
 const LIN_STEPS: u64 = 50_000_000;
@@ -36,7 +35,7 @@ pub struct Findings {
 }
 
 impl Findings {
-    fn violation(&mut self, what: String) {
+    pub fn violation(&mut self, what: String) {
         if self.violations.len() < 20 {
             self.violations.push(what);
         }
@@ -48,7 +47,7 @@ impl Findings {
 ///
 /// # Errors
 /// When the member does not deliver them within 20 s.
-pub async fn events_upto(channel: Channel, prefix: &[u8], from: i64, upto: i64) -> anyhow::Result<Vec<Event>> {
+pub async fn events_upto(channel: Authed, prefix: &[u8], from: i64, upto: i64) -> anyhow::Result<Vec<Event>> {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let create = WatchCreateRequest {
         key: prefix.to_vec(),

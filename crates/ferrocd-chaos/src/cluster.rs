@@ -15,6 +15,7 @@ use ferrocd_proto::etcdserverpb::{
 use ferrocd_test_utils::{Cluster, Kind, Member, Tmpfs};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{self, Authed, Session};
 use crate::net::Net;
 
 /// How big the one small disk of a cluster is.
@@ -28,7 +29,10 @@ pub struct Host {
     pub member: Member,
     /// Its member ID (once known).
     pub id: u64,
-    pub channel: Channel,
+    /// Its client URL, without a token.
+    pub raw: Channel,
+    /// Its client URL, as root (when auth is on).
+    pub channel: Authed,
 }
 
 /// A running cluster in `net`.
@@ -38,6 +42,10 @@ pub struct ChaosCluster {
     /// Host `slot` at index `slot - 1`; `None`: nothing there (never started, or removed).
     pub hosts: Vec<Option<Host>>,
     flags: Vec<String>,
+    /// The orchestrator's session: root's once auth is on.
+    pub root: Session,
+    /// The etcdctl arguments that tell a member serves.
+    probe: Vec<String>,
 }
 
 fn channel(endpoint: &str) -> anyhow::Result<Channel> {
@@ -71,21 +79,60 @@ impl ChaosCluster {
             member.in_cluster(&spec, "new");
             let disk = (small_disk == Some(i + 1)).then(|| Tmpfs::mount(&member.data_dir(), SMALL_DISK_MIB));
             member.spawn();
-            let channel = channel(&member.endpoint())?;
-            hosts.push(Some(Host { member, id: 0, channel, disk }));
+            let raw = channel(&member.endpoint())?;
+            hosts.push(Some(Host { member, id: 0, channel: Session::anonymous().on(raw.clone()), raw, disk }));
         }
         hosts.resize_with(net.slots(), || None);
-        let mut cluster = Self { net, hosts, flags: flags.to_vec() };
+        let probe = vec!["get".to_string(), "probe".to_string()];
+        let mut cluster = Self { net, hosts, flags: flags.to_vec(), root: Session::anonymous(), probe };
         for slot in 1..=size {
             cluster.wait_serving(slot).await?;
         }
         Ok(cluster)
     }
 
+    /// Turns auth on (see [`auth::enable`]); from then on the orchestrator works as root.
+    ///
+    /// # Errors
+    /// A refused request.
+    pub async fn enable_auth(&mut self) -> anyhow::Result<()> {
+        let slot = self.wait_leader(Duration::from_secs(30)).await?;
+        let raw = self.host(slot).raw.clone();
+        auth::enable(raw.clone()).await.context("turn auth on")?;
+        self.root = Session::user(auth::ROOT);
+        self.root.login(raw).await.context("log in as root")?;
+        for host in self.hosts.iter_mut().flatten() {
+            host.channel = self.root.on(host.raw.clone());
+        }
+        self.probe = ["--user", &format!("{}:{}", auth::ROOT.0, auth::ROOT.1), "get", "probe"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Ok(())
+    }
+
+    /// Sends `call` to host `slot` as root, and again after logging in anew when the token was
+    /// no good any more (a restarted member forgets simple tokens; a JWT names an old revision).
+    ///
+    /// # Errors
+    /// The call's error.
+    pub async fn as_root<T, F: Future<Output = Result<T, tonic::Status>>>(
+        &self,
+        slot: usize,
+        call: impl Fn(Authed) -> F,
+    ) -> Result<T, tonic::Status> {
+        let host = self.host(slot);
+        match call(host.channel.clone()).await {
+            Err(status) if self.root.renew(&status, host.raw.clone()).await => call(host.channel.clone()).await,
+            answer => answer,
+        }
+    }
+
     /// Waits (up to 60 s) until host `slot` serves a linearizable read, then records its ID.
     async fn wait_serving(&mut self, slot: usize) -> anyhow::Result<()> {
         let host = self.hosts[slot - 1].as_mut().context("no such host")?;
-        tokio::task::block_in_place(|| host.member.wait_until_ready(&["get", "probe"]));
+        let probe: Vec<&str> = self.probe.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| host.member.wait_until_ready(&probe));
         let status = self.status(slot, Duration::from_secs(5)).await.context("the status of a started member")?;
         if let Some(host) = self.hosts[slot - 1].as_mut() {
             host.id = status.header.map_or(0, |h| h.member_id);
@@ -115,9 +162,9 @@ impl ChaosCluster {
 
     /// Maintenance.Status of host `slot`, if it answers within `timeout`.
     pub async fn status(&self, slot: usize, timeout: Duration) -> Option<StatusResponse> {
-        let host = self.hosts.get(slot - 1)?.as_ref()?;
-        let mut client = MaintenanceClient::new(host.channel.clone());
-        let answer = tokio::time::timeout(timeout, client.status(StatusRequest {})).await;
+        self.hosts.get(slot - 1)?.as_ref()?;
+        let status = |channel| async move { MaintenanceClient::new(channel).status(StatusRequest {}).await };
+        let answer = tokio::time::timeout(timeout, self.as_root(slot, status)).await;
         answer.ok()?.ok().map(tonic::Response::into_inner)
     }
 
@@ -174,8 +221,9 @@ impl ChaosCluster {
     /// etcd's errors for MoveLeader.
     pub async fn move_leader(&mut self, leader: usize, to: usize) -> anyhow::Result<()> {
         let target_id = self.host(to).id;
-        let mut client = MaintenanceClient::new(self.host(leader).channel.clone());
-        tokio::time::timeout(Duration::from_secs(15), client.move_leader(MoveLeaderRequest { target_id }))
+        let send =
+            |channel| async move { MaintenanceClient::new(channel).move_leader(MoveLeaderRequest { target_id }).await };
+        tokio::time::timeout(Duration::from_secs(15), self.as_root(leader, send))
             .await
             .context("move-leader timed out")??;
         Ok(())
@@ -190,14 +238,14 @@ impl ChaosCluster {
         anyhow::ensure!(self.hosts[slot - 1].is_none(), "host {slot} is taken");
         let peer_url = format!("http://{}:2380", self.net.ip(slot));
         let via = *self.members().first().context("no member")?;
-        let mut client = ClusterClient::new(self.host(via).channel.clone());
-        let added = tokio::time::timeout(
-            Duration::from_secs(15),
-            client.member_add(MemberAddRequest { peer_ur_ls: vec![peer_url], is_learner: true }),
-        )
-        .await
-        .context("member add timed out")??
-        .into_inner();
+        let add = |channel| {
+            let req = MemberAddRequest { peer_ur_ls: vec![peer_url.clone()], is_learner: true };
+            async move { ClusterClient::new(channel).member_add(req).await }
+        };
+        let added = tokio::time::timeout(Duration::from_secs(15), self.as_root(via, add))
+            .await
+            .context("member add timed out")??
+            .into_inner();
         let flag_refs: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         let mut member = Member::in_namespace(
             Kind::Ferrocd,
@@ -211,12 +259,23 @@ impl ChaosCluster {
         let spec = Cluster::spec(with_new.into_iter());
         member.in_cluster(&spec, "existing");
         member.spawn();
-        let channel = channel(&member.endpoint())?;
+        let raw = channel(&member.endpoint())?;
         let id = added.member.map_or(0, |m| m.id);
-        self.hosts[slot - 1] = Some(Host { member, id, channel, disk: None });
-        let host = self.host_mut(slot);
-        // A learner serves only serializable reads.
-        tokio::task::block_in_place(|| host.member.wait_until_ready(&["get", "probe", "--consistency=s"]));
+        self.hosts[slot - 1] = Some(Host { member, id, channel: self.root.on(raw.clone()), raw, disk: None });
+        if self.root.is_anonymous() {
+            // A learner serves only serializable reads.
+            let host = self.host_mut(slot);
+            tokio::task::block_in_place(|| host.member.wait_until_ready(&["get", "probe", "--consistency=s"]));
+            return Ok(());
+        }
+        // A learner does not authenticate (etcdctl's probe logs in): its Status, as root,
+        // logged in through a voter.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.status(slot, Duration::from_secs(1)).await.is_none() {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the learner on host {slot} did not serve in 30 s");
+            let _ = self.root.login(self.host(via).raw.clone()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(())
     }
 
@@ -228,13 +287,15 @@ impl ChaosCluster {
         what: &str,
         timeout: Duration,
         done: impl Fn(&tonic::Status) -> bool,
-        send: impl Fn(ClusterClient<Channel>) -> F,
+        send: impl Fn(ClusterClient<Authed>) -> F,
     ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let via = self.wait_leader(timeout).await?;
-            let answer =
-                tokio::time::timeout(Duration::from_secs(10), send(ClusterClient::new(self.host(via).channel.clone())));
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.as_root(via, |channel| send(ClusterClient::new(channel))),
+            );
             let late = tokio::time::Instant::now() >= deadline;
             match answer.await {
                 Ok(Ok(())) => return Ok(()),
@@ -255,7 +316,7 @@ impl ChaosCluster {
     /// When it is not promoted in time.
     pub async fn promote(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
         let id = self.host(slot).id;
-        let send = move |mut client: ClusterClient<Channel>| async move {
+        let send = move |mut client: ClusterClient<Authed>| async move {
             client.member_promote(MemberPromoteRequest { id }).await.map(drop)
         };
         self.change(&format!("promote of host {slot}"), timeout, |_| false, send).await
@@ -268,7 +329,7 @@ impl ChaosCluster {
     /// A refused MemberRemove.
     pub async fn remove(&mut self, slot: usize, timeout: Duration) -> anyhow::Result<()> {
         let id = self.host(slot).id;
-        let send = move |mut client: ClusterClient<Channel>| async move {
+        let send = move |mut client: ClusterClient<Authed>| async move {
             client.member_remove(MemberRemoveRequest { id }).await.map(drop)
         };
         let gone = |status: &tonic::Status| status.message().contains("member not found");
@@ -314,8 +375,9 @@ impl ChaosCluster {
         };
         let mut hashes = Vec::new();
         for &slot in &members {
-            let mut client = MaintenanceClient::new(self.host(slot).channel.clone());
-            let hash = tokio::time::timeout(Duration::from_secs(10), client.hash_kv(HashKvRequest { revision }))
+            let hash_kv =
+                |channel| async move { MaintenanceClient::new(channel).hash_kv(HashKvRequest { revision }).await };
+            let hash = tokio::time::timeout(Duration::from_secs(10), self.as_root(slot, hash_kv))
                 .await
                 .context("HashKV timed out")??
                 .into_inner();

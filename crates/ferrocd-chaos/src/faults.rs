@@ -155,7 +155,7 @@ pub async fn inject(
         Fault::Membership => {
             let spare = (1..=cluster.net.slots()).find(|&s| cluster.hosts[s - 1].is_none()).context("no free host")?;
             cluster.add_learner(spare).await?;
-            traffic.endpoints.write().push((spare, cluster.host(spare).channel.clone()));
+            traffic.endpoints.write().push((spare, cluster.host(spare).raw.clone()));
             cluster.promote(spare, Duration::from_secs(30)).await?;
             tokio::time::sleep(millis(rng, 300, 1500)).await;
             // Clients stop using it before it goes (they would only see it refuse).

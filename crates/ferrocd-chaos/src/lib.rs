@@ -4,8 +4,11 @@
 //! moves, membership changes — with every history checked: KV linearizability
 //! (`ferrocd-lincheck`), every answer against the revision history all members agree on,
 //! watches (ordered, no gaps, no duplicates, resumable), lock safety, and every member's
-//! HashKV equal at the end. Runs are seeded; a failing seed replays the same faults.
+//! HashKV equal at the end; with auth on (half the runs, or `--auth on`), every client works
+//! as a user and permissions are revoked and granted during the faults, never bypassed.
+//! Runs are seeded; a failing seed replays the same faults.
 
+pub mod auth;
 pub mod check;
 pub mod cluster;
 pub mod faults;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::auth::{self, Guard, Session, Tokens};
 use crate::check::{self, Findings};
 use crate::cluster::ChaosCluster;
 use crate::faults::{self, Fault};
@@ -30,6 +31,17 @@ pub struct Plan {
     pub clients: u64,
     pub watchers: u64,
     pub lockers: u64,
+    /// Whether the run turns auth on.
+    pub auth: AuthChoice,
+}
+
+/// Whether a run turns auth on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthChoice {
+    Off,
+    On,
+    /// Half the runs, by the seed.
+    Random,
 }
 
 /// One checked history.
@@ -67,16 +79,27 @@ pub async fn run(
     let size = plan.sizes[rng.usize(..plan.sizes.len())];
     let snapshot_count = if rng.bool() { 10_000 } else { 300 };
     let small_disk = rng.usize(1..=size);
-    let flags: Vec<String> =
+    let tokens = match plan.auth {
+        AuthChoice::Off => None,
+        AuthChoice::On => Some(if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
+        AuthChoice::Random => rng.bool().then(|| if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
+    };
+    let mut flags: Vec<String> =
         ["--heartbeat-interval", "100", "--election-timeout", "1000", "--snapshot-count", &snapshot_count.to_string()]
             .iter()
             .map(|s| s.to_string())
             .collect();
+    flags.extend(tokens.map(Tokens::flags).unwrap_or_default());
     eprintln!(
-        "run seed {:#x}: {size} members, snapshot-count {snapshot_count}, small disk on host {}",
-        plan.seed, small_disk
+        "run seed {:#x}: {size} members, snapshot-count {snapshot_count}, small disk on host {}, auth {}",
+        plan.seed,
+        small_disk,
+        tokens.map_or("off".to_string(), |t| format!("on ({t:?} tokens)"))
     );
     let mut cluster = ChaosCluster::start(net, size, &flags, Some(small_disk)).await.context("start the cluster")?;
+    if tokens.is_some() {
+        cluster.enable_auth().await?;
+    }
     let mut reports = Vec::new();
     for index in 0..plan.histories {
         let fault = plan.faults[rng.usize(..plan.faults.len())];
@@ -152,10 +175,24 @@ async fn history(
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let start = cluster.status(leader, Duration::from_secs(5)).await.context("the leader's status")?;
     let start_revision = start.header.map_or(0, |h| h.revision) + 1;
-    let endpoints = cluster.members().into_iter().map(|s| (s, cluster.host(s).channel.clone())).collect();
+    let endpoints: Vec<_> = cluster.members().into_iter().map(|s| (s, cluster.host(s).raw.clone())).collect();
     let history_id = plan.seed.wrapping_mul(1000).wrapping_add(index) % 100_000;
-    let traffic = Arc::new(Traffic::new(endpoints, history_id, 3, start_revision));
+    let auth_on = !cluster.root.is_anonymous();
+    let session = if auth_on { Session::user(auth::APP) } else { Session::anonymous() };
+    if let Some((_, raw)) = endpoints.first() {
+        session.login(raw.clone()).await.context("log in as the traffic's user")?;
+    }
+    let traffic = Arc::new(Traffic::new(endpoints, history_id, 3, start_revision, session.clone()));
+    let guard = auth_on.then(|| Arc::new(Guard::new(history_id)));
     let mut tasks = Vec::new();
+    if let Some(guard) = &guard {
+        let root = cluster.root.clone();
+        tasks.push(tokio::spawn(auth::flipper(Arc::clone(&traffic), Arc::clone(guard), root, rng.u64(..))));
+        for g in 0..2 {
+            let (traffic, guard) = (Arc::clone(&traffic), Arc::clone(guard));
+            tasks.push(tokio::spawn(auth::guarded(traffic, guard, session.clone(), 300 + g, rng.u64(..))));
+        }
+    }
     for c in 0..plan.clients {
         tasks.push(tokio::spawn(workload::kv_client(Arc::clone(&traffic), c, rng.u64(..))));
     }
@@ -189,14 +226,22 @@ async fn history(
     let converged = cluster.converged(Duration::from_secs(30)).await?;
     let mut per_member = Vec::new();
     for slot in cluster.members() {
-        let channel = cluster.host(slot).channel.clone();
-        let events = check::events_upto(channel, &traffic.prefix, start_revision, converged)
+        let events = events_upto(cluster, slot, &traffic.prefix, start_revision, converged)
             .await
             .with_context(|| format!("the history on host {slot}"))?;
         per_member.push((slot, events));
     }
     let mut findings = Findings::default();
     let truth = check::agreed(&per_member, &mut findings);
+    let mut guarded = String::new();
+    if let Some(guard) = &guard {
+        let slot = cluster.members()[0];
+        let events = events_upto(cluster, slot, &guard.prefix, start_revision, converged)
+            .await
+            .context("the guarded key's history")?;
+        auth::check(guard, &events, &mut findings);
+        guarded = format!(", {}", auth::summary(guard));
+    }
     // Watchers finish once they have everything (or give up after a while).
     let last = truth.last().and_then(|e| e.kv.as_ref()).map_or(start_revision - 1, |kv| kv.mod_revision);
     traffic.watch_until.store(last, Ordering::Relaxed);
@@ -226,7 +271,7 @@ async fn history(
         index,
         fault,
         size: cluster.members().len(),
-        injected,
+        injected: injected + &guarded,
         ops: ops.len(),
         unknown: ops.iter().filter(|o| matches!(o.done, workload::Done::Unknown(_))).count(),
         watch_events: watches.iter().map(|w| w.events.len()).sum(),
@@ -234,4 +279,24 @@ async fn history(
         findings,
         took: began.elapsed(),
     })
+}
+
+/// The events of `prefix` from `from` through `upto` on host `slot` (see
+/// [`check::events_upto`]), as root, logging in anew once if the token went stale.
+async fn events_upto(
+    cluster: &ChaosCluster,
+    slot: usize,
+    prefix: &[u8],
+    from: i64,
+    upto: i64,
+) -> anyhow::Result<Vec<ferrocd_proto::mvccpb::Event>> {
+    let host = cluster.host(slot);
+    match check::events_upto(host.channel.clone(), prefix, from, upto).await {
+        Ok(events) => Ok(events),
+        Err(first) if !cluster.root.is_anonymous() => {
+            cluster.root.login(host.raw.clone()).await.with_context(|| format!("{first:#}; then log in as root"))?;
+            check::events_upto(host.channel.clone(), prefix, from, upto).await
+        }
+        Err(e) => Err(e),
+    }
 }

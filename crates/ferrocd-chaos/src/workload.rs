@@ -25,6 +25,8 @@ use ferrocd_proto::v3lockpb::{LockRequest, UnlockRequest};
 use parking_lot::{Mutex, RwLock};
 use tonic::transport::Channel;
 
+use crate::auth::{Authed, Session};
+
 /// How long a client waits for any one request (then its outcome is unknown).
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A lock contender's lease TTL, in seconds.
@@ -113,10 +115,18 @@ pub struct Traffic {
     /// Watchers stop once they have received this revision (set at the end).
     pub watch_until: AtomicI64,
     pub recording: Recording,
+    /// The user the traffic runs as (anonymous while auth is off).
+    pub session: Session,
 }
 
 impl Traffic {
-    pub fn new(endpoints: Vec<(usize, Channel)>, history: u64, keys: usize, start_revision: i64) -> Self {
+    pub fn new(
+        endpoints: Vec<(usize, Channel)>,
+        history: u64,
+        keys: usize,
+        start_revision: i64,
+        session: Session,
+    ) -> Self {
         let prefix = format!("kv{history:05}/").into_bytes();
         Self {
             endpoints: RwLock::new(endpoints),
@@ -132,17 +142,24 @@ impl Traffic {
                 watches: Mutex::new(Vec::new()),
                 holds: Mutex::new(Vec::new()),
             },
+            session,
         }
     }
 
-    fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// The channel a client at position `turn` uses.
-    fn channel(&self, turn: usize) -> Option<Channel> {
+    /// The channel a client at position `turn` uses, without a token.
+    pub fn raw_channel(&self, turn: usize) -> Option<Channel> {
         let endpoints = self.endpoints.read();
         (!endpoints.is_empty()).then(|| endpoints[turn % endpoints.len()].1.clone())
+    }
+
+    /// The channel a client at position `turn` uses, its requests carrying the traffic's
+    /// token, and the same channel without it (to log in again).
+    fn channel(&self, turn: usize) -> Option<(Authed, Channel)> {
+        self.raw_channel(turn).map(|raw| (self.session.on(raw.clone()), raw))
     }
 }
 
@@ -182,7 +199,7 @@ pub async fn kv_client(traffic: Arc<Traffic>, client: u64, seed: u64) {
     let mut seq = 0u64;
     let mut seen: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     while !traffic.stopped() {
-        let Some(channel) = traffic.channel(turn) else {
+        let Some((channel, raw)) = traffic.channel(turn) else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -215,8 +232,11 @@ pub async fn kv_client(traffic: Arc<Traffic>, client: u64, seed: u64) {
             Done::Read { kv: value, .. } => {
                 seen.insert(key.clone(), value.as_ref().map(|(v, _)| v.clone()));
             }
-            Done::Unknown(_) => {
-                turn += 1;
+            Done::Unknown(error) => {
+                // A token no longer good: log in again and stay (as etcd's clients do).
+                if !(crate::auth::stale(error) && traffic.session.login(raw).await.is_ok()) {
+                    turn += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ => {}
@@ -226,7 +246,7 @@ pub async fn kv_client(traffic: Arc<Traffic>, client: u64, seed: u64) {
 }
 
 /// Sends one operation: what it did, and its answer for the linearizability checker.
-async fn perform(kv: &mut KvClient<Channel>, key: &[u8], kind: &KvKind) -> (Done, Option<Output>) {
+async fn perform(kv: &mut KvClient<Authed>, key: &[u8], kind: &KvKind) -> (Done, Option<Output>) {
     let revision = |h: Option<ferrocd_proto::etcdserverpb::ResponseHeader>| h.map_or(0, |h| h.revision);
     match kind {
         KvKind::Put { value } => {
@@ -299,7 +319,7 @@ pub async fn watcher(traffic: Arc<Traffic>, watcher: u64) {
         if traffic.stopped() && traffic.watch_until.load(Ordering::Relaxed) == i64::MAX {
             break;
         }
-        let Some(channel) = traffic.channel(turn) else {
+        let Some((channel, raw)) = traffic.channel(turn) else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -329,7 +349,13 @@ pub async fn watcher(traffic: Arc<Traffic>, watcher: u64) {
                 Ok(message) => message,
             };
             match message {
-                Ok(Some(resp)) if resp.canceled => break,
+                Ok(Some(resp)) if resp.canceled => {
+                    // Refused for its token: log in again before the next stream.
+                    if crate::auth::stale(&resp.cancel_reason) {
+                        let _ = traffic.session.login(raw.clone()).await;
+                    }
+                    break;
+                }
                 Ok(Some(resp)) => {
                     response += 1;
                     for event in resp.events {
@@ -391,16 +417,20 @@ pub async fn locker(traffic: Arc<Traffic>, contender: u64, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut turn = contender as usize + 2;
     while !traffic.stopped() {
-        let Some(channel) = traffic.channel(turn) else {
+        let Some((channel, raw)) = traffic.channel(turn) else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         turn += 1;
         let mut leases = LeaseClient::new(channel.clone());
         let sent = Instant::now();
-        let Ok(granted) = timed(leases.lease_grant(request(LeaseGrantRequest { ttl: LOCK_TTL, id: 0 }))).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let granted = match timed(leases.lease_grant(request(LeaseGrantRequest { ttl: LOCK_TTL, id: 0 }))).await {
+            Ok(granted) => granted,
+            Err(status) => {
+                traffic.session.renew(&status, raw).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let lease = granted.id;
         let validity = Arc::new(Mutex::new(Validity {
@@ -410,7 +440,11 @@ pub async fn locker(traffic: Arc<Traffic>, contender: u64, seed: u64) {
         }));
         let keeper = tokio::spawn(keep_alive(traffic.clone(), channel.clone(), lease, Arc::clone(&validity)));
         let mut locks = LockClient::new(channel.clone());
-        if let Ok(locked) = timed(locks.lock(request(LockRequest { name: traffic.lock_name.clone(), lease }))).await {
+        let locked = timed(locks.lock(request(LockRequest { name: traffic.lock_name.clone(), lease }))).await;
+        if let Err(status) = &locked {
+            traffic.session.renew(status, raw).await;
+        }
+        if let Ok(locked) = locked {
             let from = Instant::now();
             tokio::time::sleep(Duration::from_millis(rng.u64(50..300))).await;
             let release = Instant::now();
@@ -425,7 +459,7 @@ pub async fn locker(traffic: Arc<Traffic>, contender: u64, seed: u64) {
 
 /// Keeps `lease` alive every half second over one stream (a new one after a failure),
 /// recording each answer in `validity`.
-async fn keep_alive(traffic: Arc<Traffic>, channel: Channel, lease: i64, validity: Arc<Mutex<Validity>>) {
+async fn keep_alive(traffic: Arc<Traffic>, channel: Authed, lease: i64, validity: Arc<Mutex<Validity>>) {
     let mut channel = channel;
     let mut turn = lease as usize;
     loop {
@@ -434,7 +468,7 @@ async fn keep_alive(traffic: Arc<Traffic>, channel: Channel, lease: i64, validit
         let Ok(Ok(stream)) = tokio::time::timeout(OP_TIMEOUT, client.lease_keep_alive(tokio_stream_from(rx))).await
         else {
             turn += 1;
-            channel = traffic.channel(turn).unwrap_or(channel);
+            channel = traffic.channel(turn).map_or(channel, |c| c.0);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -446,11 +480,17 @@ async fn keep_alive(traffic: Arc<Traffic>, channel: Channel, lease: i64, validit
             }
             match tokio::time::timeout(OP_TIMEOUT, stream.message()).await {
                 Ok(Ok(Some(answer))) => validity.lock().renewed(sent, answer.ttl),
+                Ok(Err(status)) => {
+                    if let Some(raw) = traffic.raw_channel(turn) {
+                        traffic.session.renew(&status, raw).await;
+                    }
+                    break;
+                }
                 _ => break,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         turn += 1;
-        channel = traffic.channel(turn).unwrap_or(channel);
+        channel = traffic.channel(turn).map_or(channel, |c| c.0);
     }
 }

@@ -655,6 +655,30 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A directory holding `ferrocd-auth`'s test JWT keys (`es256.key`, `es256.pub`, …), written
+/// once per process from copies built into the binary: a binary built in one checkout and run
+/// from another (a shared target directory) does not depend on where it was compiled.
+pub fn jwt_keys() -> &'static Path {
+    static KEYS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    const FILES: [(&str, &[u8]); 7] = [
+        ("es256.key", include_bytes!("../../ferrocd-auth/testdata/es256.key")),
+        ("es256.pub", include_bytes!("../../ferrocd-auth/testdata/es256.pub")),
+        ("ed25519.key", include_bytes!("../../ferrocd-auth/testdata/ed25519.key")),
+        ("ed25519.pub", include_bytes!("../../ferrocd-auth/testdata/ed25519.pub")),
+        ("rsa.key", include_bytes!("../../ferrocd-auth/testdata/rsa.key")),
+        ("rsa.pub", include_bytes!("../../ferrocd-auth/testdata/rsa.pub")),
+        ("hmac.key", include_bytes!("../../ferrocd-auth/testdata/hmac.key")),
+    ];
+    KEYS.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("ferrocd-jwt-keys-").tempdir().expect("a temporary directory");
+        for (name, bytes) in FILES {
+            std::fs::write(dir.path().join(name), bytes).expect("write a test key");
+        }
+        dir
+    })
+    .path()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,7 @@ async fn get_with_token(endpoint: &str, token: &str, key: &[u8]) -> Result<(), t
 
 #[test]
 fn jwt_tokens_issued_by_one_member_are_accepted_by_every_member() {
-    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/ferrocd-auth/testdata");
+    let keys = ferrocd_test_utils::jwt_keys();
     let option = format!(
         "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=5m",
         keys.join("es256.pub").display(),

@@ -45,7 +45,7 @@ impl<E: Engine> KvService<E> {
             check(&req)?;
             let req = wrap(req);
             let lease_keys = |id| shared.lease_keys(id);
-            shared.auth.check(&ctx.caller, |c| c.write(&req, &lease_keys))?;
+            shared.authorize(&ctx.caller, |c| c.write(&req, &lease_keys)).await?;
             let applied = shared.replica.propose_kv(&ctx, req).await?;
             unwrap(applied.response)
                 .ok_or_else(|| ServerError::Storage("the write path answered with another kind of response".into()))

@@ -141,10 +141,11 @@ impl<E: Engine> Lease for LeaseService<E> {
         let shared = &*self.shared;
         let local = |ctx: RequestContext, req: LeaseRevokeRequest| async move {
             // A user, with WRITE on every key of the lease (checked again at apply).
-            shared.auth.check(&ctx.caller, |c| {
+            let check = |c: &crate::auth::Check<'_>| {
                 c.user()?;
                 c.lease_keys(&shared.lease_keys(req.id))
-            })?;
+            };
+            shared.authorize(&ctx.caller, check).await?;
             let done = shared.replica.propose_lease(&ctx, LeaseCommand::Revoke(req.id)).await?;
             Ok(LeaseRevokeResponse { header: shared.header(done.revision) })
         };

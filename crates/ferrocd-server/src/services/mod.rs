@@ -181,6 +181,27 @@ impl<E: Engine> Shared<E> {
         self.auth.check(&self.context(request).caller, |c| c.admin())
     }
 
+    /// Checks `f` for `caller` before a change is proposed (it is checked again at apply). A
+    /// refusal for want of permission is checked once more after the read barrier: a member
+    /// that has not applied a grant that returned before the request was sent (a leader just
+    /// elected) must not refuse what the grant allows.
+    ///
+    /// # Errors
+    /// The check's error; the read barrier's.
+    pub async fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        f: impl Fn(&crate::auth::Check<'_>) -> Result<(), ferrocd_auth::Error>,
+    ) -> Result<(), ServerError> {
+        match self.auth.check(caller, &f) {
+            Err(ServerError::Auth(ferrocd_auth::Error::PermissionDenied)) => {
+                self.read_barrier().await?;
+                self.auth.check(caller, &f)
+            }
+            checked => checked,
+        }
+    }
+
     /// etcd's check that `request` names a caller (passes while auth is off).
     ///
     /// # Errors
