@@ -13,10 +13,12 @@ mod error;
 mod mem;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod timed;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use error::{Error, Result};
 pub use mem::MemEngine;
+pub use timed::{DiskObserver, Timed};
 
 use std::path::Path;
 

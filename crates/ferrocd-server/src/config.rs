@@ -34,6 +34,14 @@ pub struct Config {
     /// Path to the data directory (default: `<name>.ferrocd`).
     #[arg(long = "data-dir", env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for the /metrics and /health endpoints alone (comma-separated; plain
+    /// HTTP).
+    #[arg(long = "listen-metrics-urls", env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+    /// Set level of detail for exported metrics, specify 'extensive' to include server side
+    /// grpc histogram metrics.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
+    pub metrics: String,
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long = "listen-client-urls", env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
     pub listen_client_urls: String,
@@ -281,6 +289,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.client_listen_addrs()?;
         self.peer_listen_addrs()?;
+        self.metrics_listen_addrs()?;
         if self.max_txn_ops == 0 {
             return Err(ConfigError::NoTxnOps);
         }
@@ -312,6 +321,19 @@ impl Config {
     /// A URL that is not `http://host:port` or does not resolve.
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
         listen_addrs("--listen-peer-urls", &self.listen_peer_urls)
+    }
+
+    /// The addresses of `--listen-metrics-urls` (none by default).
+    ///
+    /// # Errors
+    /// A URL that is not `http://host:port`.
+    pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        listen_addrs("--listen-metrics-urls", &self.listen_metrics_urls)
+    }
+
+    /// `--metrics extensive` (any other value is basic, as in etcd).
+    pub fn extensive_metrics(&self) -> bool {
+        self.metrics == "extensive"
     }
 
     /// What `--version` prints: etcd's lines (tools parse `etcd Version:`), then ferrocd's.

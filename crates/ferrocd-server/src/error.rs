@@ -102,6 +102,13 @@ fn code(c: ErrorCode) -> Code {
     Code::from_i32(c as i32)
 }
 
+/// What a call to a service this server does not have answers, as grpc-go words it
+/// (`path` is the request's `/package.Service/Method`).
+pub fn unknown_service(path: &str) -> Status {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    Status::unimplemented(format!("unknown service {service}"))
+}
+
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
         let c = match &e {

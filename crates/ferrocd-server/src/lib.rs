@@ -16,8 +16,10 @@ pub mod context;
 pub mod entry;
 pub mod error;
 pub mod history;
+mod http;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod peers;
 pub mod replica;
 pub mod services;
@@ -28,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrocd_engine::Engine;
+use ferrocd_engine::{Engine, Timed};
 use ferrocd_engine_rocks::RocksEngine;
 use ferrocd_mvcc::{KvStore, Options};
 use ferrocd_proto::etcdserverpb::auth_server::AuthServer;
@@ -41,6 +43,8 @@ use ferrocd_proto::v3electionpb::election_server::ElectionServer;
 use ferrocd_proto::v3lockpb::lock_server::LockServer;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
 use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -78,7 +82,7 @@ pub enum Transport {
 
 /// A started server, on RocksDB (the binary's) or any other [`Engine`].
 #[derive(Debug)]
-pub struct Server<E: Engine = RocksEngine> {
+pub struct Server<E: Engine = Timed<RocksEngine>> {
     client_addrs: Vec<SocketAddr>,
     peer_addrs: Vec<SocketAddr>,
     member_id: u64,
@@ -122,8 +126,9 @@ impl Server {
     /// An invalid configuration, a data directory that cannot be opened, an address in use.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let engine = storage::open_engine(&config.data_dir())?;
-        Self::start_on(config, engine, Transport::Grpc).await
+        let metrics = Arc::new(Metrics::new(config.extensive_metrics()));
+        let engine = Timed::new(storage::open_engine(&config.data_dir())?, Arc::clone(&metrics) as _);
+        Self::start_with(config, Arc::new(engine), Transport::Grpc, metrics).await
     }
 }
 
@@ -134,6 +139,17 @@ impl<E: Engine> Server<E> {
     /// # Errors
     /// An invalid configuration, an address in use, storage failures.
     pub async fn start_on(config: &Config, engine: Arc<E>, transport: Transport) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new(config.extensive_metrics()));
+        Self::start_with(config, engine, transport, metrics).await
+    }
+
+    /// As [`Server::start_on`], counting into `metrics` (which the engine may time already).
+    async fn start_with(
+        config: &Config,
+        engine: Arc<E>,
+        transport: Transport,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let data_dir = config.data_dir();
         let kv = Arc::new(KvStore::open(Arc::clone(&engine), Options { max_txn_ops: config.max_txn_ops as usize })?);
@@ -151,6 +167,7 @@ impl<E: Engine> Server<E> {
             (fresh_member, fresh_cluster)
         };
         let (member_id, cluster_id) = storage::identity(&*engine, fresh)?;
+        metrics.set_member(member_id);
         let election_timeout = Duration::from_millis(config.election_timeout);
         let lease_setup = LeaseSetup {
             options: ferrocd_lease::Options {
@@ -189,7 +206,7 @@ impl<E: Engine> Server<E> {
             RaftNode::start(member_id, &raft_config, Arc::clone(&engine), Arc::clone(&machine), network).await?,
         );
         let request_timeout = raft_config.request_timeout;
-        let replica = Replica::new(Arc::clone(&node), machine, raft_config.election_timeout);
+        let replica = Replica::new(Arc::clone(&node), machine, raft_config.election_timeout, Arc::clone(&metrics));
         let shared = Arc::new(Shared {
             kv: Arc::clone(&kv),
             replica: replica.clone(),
@@ -203,6 +220,7 @@ impl<E: Engine> Server<E> {
             quota_bytes: config.quota_bytes(),
             db_size: SizeCache::default(),
             auth: Arc::clone(&auth),
+            metrics: Arc::clone(&metrics),
         });
         let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
         let kv_service = KvServer::new(KvService(Arc::clone(&shared)))
@@ -234,10 +252,7 @@ impl<E: Engine> Server<E> {
         publish(&replica, member_id, config, cluster_id, request_timeout).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        let client_router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(health_service)
+        let client_routes = tonic::service::Routes::new(health_service)
             .add_service(InterceptedService::new(kv_service, client_edge.clone()))
             .add_service(InterceptedService::new(cluster_service, client_edge.clone()))
             .add_service(InterceptedService::new(
@@ -247,7 +262,7 @@ impl<E: Engine> Server<E> {
                 client_edge.clone(),
             ));
         let loopback = Loopback::default();
-        let client_router = client_router
+        let client_routes = client_routes
             .add_service(InterceptedService::new(lease_service, client_edge.clone()))
             .add_service(InterceptedService::new(auth_service, client_edge.clone()))
             .add_service(InterceptedService::new(
@@ -264,10 +279,25 @@ impl<E: Engine> Server<E> {
                     .max_encoding_message_size(usize::MAX),
                 client_edge.clone(),
             ));
+        // HTTP/1.1 beside gRPC on the client port (etcd's cmux): the plain endpoints, and a
+        // 404 for anything else that is not gRPC.
+        let client_routes = client_routes.into_axum_router().merge(http::routes(Arc::clone(&shared)));
+        let client_routes = client_routes.fallback(http::fallback).layer(metrics::GrpcLayer(Arc::clone(&metrics)));
+        let client_router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_routes(tonic::service::Routes::from(client_routes));
         let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
         if let Some(addr) = client_addrs.first() {
             loopback.set(*addr);
         }
+        // `--listen-metrics-urls`: the plain endpoints alone, over HTTP/1.1.
+        let metrics_router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(http::routes(Arc::clone(&shared)).fallback(http::fallback)));
+        serve(config.metrics_listen_addrs()?, &metrics_router, &stopped, &mut listeners).await?;
+        tokio::spawn(count_leader_changes(replica.clone(), Arc::clone(&metrics), stopped.clone()));
         tokio::spawn(progress_ticks(replica.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
         tokio::spawn(lease_ticks(Arc::clone(&shared), stopped.clone()));
         tracing::info!(
@@ -523,5 +553,27 @@ async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
             anyhow::bail!("cannot reach any member of the cluster at {peers:?} to join it");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Counts every new leader this member sees (the first one after start included), as etcd's
+/// `leader_changes_seen_total` does, until the server stops.
+async fn count_leader_changes<E: Engine>(
+    replica: Replica<E>,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut seen: Option<u64> = None;
+    loop {
+        let changed = replica.wait_until(Duration::from_secs(3600), |s| s.leader.is_some() && s.leader != seen);
+        tokio::select! {
+            status = changed => {
+                if let Some(status) = status {
+                    seen = status.leader;
+                    metrics.leader_changes.inc();
+                }
+            }
+            _ = stopped.wait_for(|s| *s) => return,
+        }
     }
 }

@@ -21,6 +21,7 @@ use crate::context::RequestContext;
 use crate::entry::{Entry, entry::Command};
 use crate::error::ServerError;
 use crate::history::Hub;
+use crate::metrics::Metrics;
 
 /// A change of the lease table, as proposed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct Replica<E: Engine> {
     node: Arc<RaftNode<Applier<E>>>,
     machine: Arc<Applier<E>>,
     election_timeout: Duration,
+    /// Proposals pending and failed are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl<E: Engine> Clone for Replica<E> {
@@ -79,14 +82,21 @@ impl<E: Engine> Clone for Replica<E> {
             node: Arc::clone(&self.node),
             machine: Arc::clone(&self.machine),
             election_timeout: self.election_timeout,
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
 
 impl<E: Engine> Replica<E> {
-    /// The replica of `node`, whose state machine is `machine`, with Raft's election timeout.
-    pub fn new(node: Arc<RaftNode<Applier<E>>>, machine: Arc<Applier<E>>, election_timeout: Duration) -> Self {
-        Self { node, machine, election_timeout }
+    /// The replica of `node`, whose state machine is `machine`, with Raft's election timeout,
+    /// counting its proposals into `metrics`.
+    pub fn new(
+        node: Arc<RaftNode<Applier<E>>>,
+        machine: Arc<Applier<E>>,
+        election_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { node, machine, election_timeout, metrics }
     }
 
     /// Raft's election timeout.
@@ -196,8 +206,24 @@ impl<E: Engine> Replica<E> {
     /// applied here.
     async fn propose(&self, ctx: &RequestContext, command: Command) -> Result<Reply, ServerError> {
         let entry = Entry::new(command, ctx).encode_to_vec();
-        let outcome = self.node.propose(entry).await.map_err(raft_error)?;
-        outcome.finish().await
+        let outcome = match self.node.propose(entry).await.map_err(raft_error) {
+            Ok(outcome) => outcome,
+            // Not the leader: nothing was proposed (the request goes to the leader).
+            Err(e @ (ServerError::NotLeader { .. } | ServerError::NoLeader)) => return Err(e),
+            Err(e) => {
+                self.metrics.proposals_failed.inc();
+                return Err(e);
+            }
+        };
+        // Pending from the proposal until its answer (etcd counts the same span).
+        self.metrics.proposals_pending.inc();
+        let answer = outcome.finish().await;
+        self.metrics.proposals_pending.dec();
+        if matches!(answer, Err(ServerError::Timeout | ServerError::TimeoutLeaderFailure | ServerError::LeaderChanged))
+        {
+            self.metrics.proposals_failed.inc();
+        }
+        answer
     }
 
     /// Proposes a keyspace change.

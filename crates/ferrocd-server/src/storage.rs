@@ -2,7 +2,6 @@
 //! own records (member and cluster IDs, applied index).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use ferrocd_engine::{Bucket, Engine, ReadView, WriteBatch};
 use ferrocd_engine_rocks::RocksEngine;
@@ -30,10 +29,10 @@ pub fn buckets() -> Vec<Bucket> {
 ///
 /// # Errors
 /// The directory cannot be created or the engine cannot open it.
-pub fn open_engine(data_dir: &Path) -> anyhow::Result<Arc<RocksEngine>> {
+pub fn open_engine(data_dir: &Path) -> anyhow::Result<RocksEngine> {
     let dir = data_dir.join("member").join("db");
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-    Ok(Arc::new(RocksEngine::open(&dir, &buckets())?))
+    Ok(RocksEngine::open(&dir, &buckets())?)
 }
 
 /// A `u64` record of the server bucket, if present.

@@ -9,6 +9,7 @@ mod differential;
 mod durability;
 mod etcdctl;
 mod grpc;
+mod http;
 mod lease;
 mod recipes;
 mod suite;

@@ -49,6 +49,7 @@ pub struct Shared<E: Engine> {
     pub db_size: SizeCache,
     /// Users, roles, permissions and tokens, as applied here.
     pub auth: Arc<crate::auth::Auth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The store's size for the quota check, re-read at most every [`SizeCache::TTL`]: asking
