@@ -34,10 +34,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Node;
-use crate::network::{AppendAnswers, AppendRequests, Inbound, Snapshot};
+use crate::network::{AppendAnswers, AppendRequests, Inbound, Links, Meter, Snapshot};
 use crate::snapshot::{SnapshotDir, SnapshotStore};
 use crate::types::{SnapshotMeta, TypeConfig, Vote, decode, encode};
-use openraft::raft::StreamAppendResult;
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult, VoteRequest};
 
 const CHUNK: usize = 1 << 20;
 const IDLE: Duration = Duration::from_secs(30);
@@ -63,6 +63,8 @@ pub type PeerServer = RaftPeerServer<PeerService>;
 pub struct PeerService {
     inbound: Arc<dyn Inbound>,
     snapshots: Arc<SnapshotStore>,
+    /// Told the bytes each peer sends here.
+    links: Links,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -71,10 +73,20 @@ impl std::fmt::Debug for PeerService {
     }
 }
 
-pub(crate) fn server(inbound: Arc<dyn Inbound>, snapshots: Arc<SnapshotStore>) -> PeerServer {
-    RaftPeerServer::new(PeerService { inbound, snapshots })
+pub(crate) fn server(inbound: Arc<dyn Inbound>, snapshots: Arc<SnapshotStore>, links: Links) -> PeerServer {
+    RaftPeerServer::new(PeerService { inbound, snapshots, links })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+impl PeerService {
+    /// A (pre-)vote request, its bytes counted as the candidate's.
+    fn vote_request(&self, request: Request<Payload>) -> Result<VoteRequest<TypeConfig>, Status> {
+        let data = request.into_inner().data;
+        let rpc: VoteRequest<TypeConfig> = decode(&data).map_err(invalid)?;
+        self.links.meter(rpc.vote.leader_id().voted_for).received(data.len());
+        Ok(rpc)
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> Status {
@@ -94,7 +106,9 @@ impl RaftPeer for PeerService {
     type AppendStreamStream = BoxStream<'static, Result<Payload, Status>>;
 
     async fn append(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        let data = request.into_inner().data;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&data).map_err(invalid)?;
+        self.links.meter(rpc.vote.leader_id().voted_for).received(data.len());
         reply(&self.inbound.append(rpc).await)
     }
 
@@ -106,11 +120,20 @@ impl RaftPeer for PeerService {
         // answers to those before it are sent, then the failure.
         let failure = Arc::new(Mutex::new(None::<Status>));
         let failed = Arc::clone(&failure);
+        // The sender is known from its first request (the leader's vote names it).
+        let meter = self.links.meter(0);
         let requests: AppendRequests = stream::unfold(request.into_inner(), move |mut incoming| {
             let failed = Arc::clone(&failed);
+            let meter = meter.clone();
             async move {
-                let next =
-                    incoming.message().await.and_then(|m| m.map(|p| decode(&p.data).map_err(invalid)).transpose());
+                let next = incoming.message().await.and_then(|m| {
+                    m.map(|p| {
+                        let rpc: AppendEntriesRequest<TypeConfig> = decode(&p.data).map_err(invalid)?;
+                        meter.of(rpc.vote.leader_id().voted_for).received(p.data.len());
+                        Ok(rpc)
+                    })
+                    .transpose()
+                });
                 match next {
                     Ok(Some(rpc)) => Some((rpc, incoming)),
                     Ok(None) => None,
@@ -131,12 +154,12 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        let rpc = self.vote_request(request)?;
         reply(&self.inbound.vote(rpc).await)
     }
 
     async fn pre_vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = decode(&request.into_inner().data).map_err(invalid)?;
+        let rpc = self.vote_request(request)?;
         reply(&self.inbound.pre_vote(rpc).await)
     }
 
@@ -315,7 +338,12 @@ fn transport_failure(status: &Status) -> bool {
 }
 
 /// Sends one unary RPC: encodes `req`, calls, decodes the remote result.
-pub(crate) async fn unary<Req, Resp, F, Fut>(req: &Req, timeout: Duration, call: F) -> Result<Resp, RpcError>
+pub(crate) async fn unary<Req, Resp, F, Fut>(
+    req: &Req,
+    timeout: Duration,
+    meter: &Meter,
+    call: F,
+) -> Result<Resp, RpcError>
 where
     Req: Serialize,
     Resp: DeserializeOwned,
@@ -323,16 +351,24 @@ where
     Fut: Future<Output = Result<Response<Payload>, Status>>,
 {
     let payload = Payload { data: encode(req).map_err(|e| RpcError::Remote(e.to_string()))? };
+    let sent = Instant::now();
+    meter.sent(payload.data.len());
     let response = match tokio::time::timeout(timeout, call(payload)).await {
         Ok(Ok(response)) => response,
         Ok(Err(s)) => {
             let e = format!("{}: {}", s.code(), s.message());
-            return Err(if transport_failure(&s) { RpcError::Transport(e) } else { RpcError::Remote(e) });
+            if transport_failure(&s) {
+                meter.failed();
+                return Err(RpcError::Transport(e));
+            }
+            return Err(RpcError::Remote(e));
         }
         Err(_) => return Err(RpcError::Timeout(format!("no answer within {timeout:?}"))),
     };
-    let result: Result<Resp, String> =
-        decode(&response.into_inner().data).map_err(|e| RpcError::Remote(e.to_string()))?;
+    meter.round_trip(sent.elapsed());
+    let data = response.into_inner().data;
+    meter.received(data.len());
+    let result: Result<Resp, String> = decode(&data).map_err(|e| RpcError::Remote(e.to_string()))?;
     result.map_err(RpcError::Remote)
 }
 
@@ -351,15 +387,16 @@ pub(crate) fn append_stream(
     mut client: RaftPeerClient<Channel>,
     requests: AppendRequests,
     ttl: Duration,
+    meter: Meter,
 ) -> futures::future::BoxFuture<'static, Result<AppendAnswers, String>> {
     let progress = Arc::new(Mutex::new(Progress { sent: 0, answered: 0, since: Instant::now() }));
-    let outgoing = Outgoing { requests, progress: Arc::clone(&progress) };
+    let outgoing = Outgoing { requests, progress: Arc::clone(&progress), meter: meter.clone() };
     Box::pin(async move {
         let answers = match tokio::time::timeout(ttl, client.append_stream(outgoing)).await {
             Ok(answers) => answers.map_err(|s| format!("{}: {}", s.code(), s.message()))?.into_inner(),
             Err(_) => return Err(format!("no answer within {ttl:?}")),
         };
-        Ok(stream::unfold(Some((answers, progress)), move |state| next_answer(state, ttl)).boxed())
+        Ok(stream::unfold(Some((answers, progress)), move |state| next_answer(state, ttl, meter.clone())).boxed())
     })
 }
 
@@ -368,6 +405,7 @@ pub(crate) fn append_stream(
 struct Outgoing {
     requests: AppendRequests,
     progress: Arc<Mutex<Progress>>,
+    meter: Meter,
 }
 
 impl futures::Stream for Outgoing {
@@ -386,7 +424,9 @@ impl futures::Stream for Outgoing {
         }
         p.sent += 1;
         // An unencodable request goes as an empty payload, which the peer refuses.
-        std::task::Poll::Ready(Some(Payload { data: encode(&rpc).unwrap_or_default() }))
+        let data = encode(&rpc).unwrap_or_default();
+        self.meter.sent(data.len());
+        std::task::Poll::Ready(Some(Payload { data }))
     }
 }
 
@@ -396,6 +436,7 @@ type AnswerState = Option<(Streaming<Payload>, Arc<Mutex<Progress>>)>;
 async fn next_answer(
     state: AnswerState,
     ttl: Duration,
+    meter: Meter,
 ) -> Option<(Result<StreamAppendResult<TypeConfig>, String>, AnswerState)> {
     let (mut answers, progress) = state?;
     loop {
@@ -411,6 +452,7 @@ async fn next_answer(
         let Ok(next) = tokio::time::timeout(limit, answers.message()).await else { continue };
         let answer = match next {
             Ok(Some(payload)) => {
+                meter.received(payload.data.len());
                 let mut p = progress.lock();
                 p.answered += 1;
                 p.since = Instant::now();
@@ -448,6 +490,7 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
     mut client: RaftPeerClient<Channel>,
     vote: Vote,
     snapshot: Snapshot,
+    meter: Meter,
 ) -> Result<Resp, String> {
     let header = encode(&(vote, &snapshot.meta)).map_err(|e| e.to_string())?;
     let dir = snapshot.snapshot.path.clone();
@@ -466,6 +509,7 @@ pub(crate) async fn send_snapshot<Resp: DeserializeOwned>(
                     break;
                 }
                 buf.truncate(n);
+                meter.sent(n);
                 send(ChunkKind::Data(buf)).await.map_err(|_| "the stream closed".to_string())?;
             }
         }
@@ -570,7 +614,8 @@ mod tests {
     async fn peer(batch: usize, dir: &Path) -> RaftPeerClient<Channel> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let service = server(Arc::new(Batching { batch }), Arc::new(SnapshotStore::open(dir).unwrap()));
+        let service =
+            server(Arc::new(Batching { batch }), Arc::new(SnapshotStore::open(dir).unwrap()), Links::default());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -623,7 +668,7 @@ mod tests {
             snapshot: SnapshotDir { path: snap },
         };
         let answer: Result<openraft::raft::SnapshotResponse<TypeConfig>, String> =
-            send_snapshot(client, Vote::new(1, 1), snapshot).await;
+            send_snapshot(client, Vote::new(1, 1), snapshot, Links::default().meter(1)).await;
         assert!(answer.is_err(), "the fake peer refuses snapshots");
         let left: Vec<String> = std::fs::read_dir(&store)
             .unwrap()
@@ -640,7 +685,10 @@ mod tests {
         // answer before sending the next would time out.
         let client = peer(8, dir.path()).await;
         let (tx, rx) = mpsc::channel(64);
-        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), Duration::from_secs(5)).await.unwrap();
+        let mut answers =
+            append_stream(client, ReceiverStream::new(rx).boxed(), Duration::from_secs(5), Links::default().meter(1))
+                .await
+                .unwrap();
         for i in 0..16 {
             tx.send(request(i)).await.unwrap();
         }
@@ -657,7 +705,8 @@ mod tests {
         let ttl = Duration::from_millis(200);
         let client = peer(1, dir.path()).await;
         let (tx, rx) = mpsc::channel(4);
-        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), ttl).await.unwrap();
+        let mut answers =
+            append_stream(client, ReceiverStream::new(rx).boxed(), ttl, Links::default().meter(1)).await.unwrap();
         // Nothing outstanding: waiting longer than the ttl is no failure.
         assert!(tokio::time::timeout(ttl * 3, answers.next()).await.is_err());
         tx.send(request(7)).await.unwrap();
@@ -665,7 +714,8 @@ mod tests {
 
         let client = peer(0, dir.path()).await;
         let (tx, rx) = mpsc::channel(4);
-        let mut answers = append_stream(client, ReceiverStream::new(rx).boxed(), ttl).await.unwrap();
+        let mut answers =
+            append_stream(client, ReceiverStream::new(rx).boxed(), ttl, Links::default().meter(1)).await.unwrap();
         tx.send(request(1)).await.unwrap();
         let began = Instant::now();
         let failure = answers.next().await.expect("a failure").unwrap_err();

@@ -34,7 +34,7 @@ use std::path::Path;
 use ferrocd_engine::Bucket;
 use serde::{Deserialize, Serialize};
 
-pub use network::Network;
+pub use network::{Network, PeerObserver};
 pub use node::{Error, RaftConfig, RaftNode, Role, Status, TimeoutCause};
 pub use snapshot::SnapshotDir;
 

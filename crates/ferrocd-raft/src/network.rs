@@ -34,17 +34,75 @@ pub struct Network {
     pub(crate) links: Links,
 }
 
+/// Told what travels over the links to peers (a server makes its peer metrics of it).
+pub trait PeerObserver: Send + Sync + std::fmt::Debug {
+    /// `bytes` of messages went to peer `to`.
+    fn sent(&self, to: NodeId, bytes: usize);
+    /// `bytes` of messages came from peer `from` (answers included).
+    fn received(&self, from: NodeId, bytes: usize);
+    /// A request to `to` was answered `took` after it was sent.
+    fn round_trip(&self, to: NodeId, took: std::time::Duration);
+    /// A message to `to` could not be sent (no connection, or it broke).
+    fn send_failed(&self, to: NodeId);
+}
+
 /// Since when the connection to each peer has been up, as this member's requests found it:
 /// answered (even with an error) means up, a connection that could not be made or broke means
 /// down, and a request that went unanswered says nothing (a paused peer keeps its
 /// connections). etcd tells a request that timed out "possibly due to connection lost" from
-/// this.
+/// this. And who is told about the traffic.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Links(Arc<parking_lot::Mutex<std::collections::HashMap<NodeId, Option<std::time::Instant>>>>);
+pub(crate) struct Links {
+    up: Arc<parking_lot::Mutex<std::collections::HashMap<NodeId, Option<std::time::Instant>>>>,
+    observer: Option<Arc<dyn PeerObserver>>,
+}
+
+/// One peer's traffic, told to the observer (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Meter {
+    observer: Option<Arc<dyn PeerObserver>>,
+    peer: NodeId,
+}
+
+impl Meter {
+    pub(crate) fn sent(&self, bytes: usize) {
+        if let Some(o) = &self.observer {
+            o.sent(self.peer, bytes);
+        }
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        if let Some(o) = &self.observer {
+            o.received(self.peer, bytes);
+        }
+    }
+
+    pub(crate) fn round_trip(&self, took: std::time::Duration) {
+        if let Some(o) = &self.observer {
+            o.round_trip(self.peer, took);
+        }
+    }
+
+    pub(crate) fn failed(&self) {
+        if let Some(o) = &self.observer {
+            o.send_failed(self.peer);
+        }
+    }
+
+    /// The same observer, for another peer.
+    pub(crate) fn of(&self, peer: NodeId) -> Self {
+        Self { observer: self.observer.clone(), peer }
+    }
+}
 
 impl Links {
+    /// The meter of the traffic with `peer`.
+    pub(crate) fn meter(&self, peer: NodeId) -> Meter {
+        Meter { observer: self.observer.clone(), peer }
+    }
+
     fn record<T>(&self, to: NodeId, result: &Result<T, RpcError>) {
-        let mut links = self.0.lock();
+        let mut links = self.up.lock();
         match result {
             Ok(_) | Err(RpcError::Remote(_)) => {
                 links.entry(to).or_insert(None).get_or_insert_with(std::time::Instant::now);
@@ -60,7 +118,7 @@ impl Links {
     /// not if it was found down, or came up again after `since`; a peer never contacted counts
     /// as connected (no lost connection was seen).
     pub(crate) fn connected_since(&self, to: NodeId, since: std::time::Instant) -> bool {
-        match self.0.lock().get(&to) {
+        match self.up.lock().get(&to) {
             None => true,
             Some(None) => false,
             Some(Some(up)) => *up <= since,
@@ -86,6 +144,13 @@ impl Network {
     /// member's).
     pub fn grpc() -> Self {
         Self { kind: Kind::Grpc(Channels::default()), links: Links::default() }
+    }
+
+    /// This network, telling `observer` what travels to and from peers over gRPC.
+    #[must_use]
+    pub fn observed(mut self, observer: Arc<dyn PeerObserver>) -> Self {
+        self.links.observer = Some(observer);
+        self
     }
 }
 
@@ -350,7 +415,10 @@ impl Client {
                 Err(e) => Err(e),
             },
             Kind::Grpc(channels) => match channels.client(&self.node) {
-                Ok(mut client) => grpc::unary(&req, ttl, |p| async move { client.append(p).await }).await,
+                Ok(mut client) => {
+                    let meter = self.links.meter(self.to);
+                    grpc::unary(&req, ttl, &meter, |p| async move { client.append(p).await }).await
+                }
                 Err(e) => Err(RpcError::Transport(e)),
             },
         };
@@ -368,10 +436,17 @@ impl Client {
                 Err(e) => Err(e),
             },
             Kind::Grpc(channels) => match channels.client(&self.node) {
-                Ok(mut client) => match call {
-                    Call::Vote(req) => grpc::unary(&req, ttl, |p| async move { client.vote(p).await }).await,
-                    Call::PreVote(req) => grpc::unary(&req, ttl, |p| async move { client.pre_vote(p).await }).await,
-                },
+                Ok(mut client) => {
+                    let meter = self.links.meter(self.to);
+                    match call {
+                        Call::Vote(req) => {
+                            grpc::unary(&req, ttl, &meter, |p| async move { client.vote(p).await }).await
+                        }
+                        Call::PreVote(req) => {
+                            grpc::unary(&req, ttl, &meter, |p| async move { client.pre_vote(p).await }).await
+                        }
+                    }
+                }
                 Err(e) => Err(RpcError::Transport(e)),
             },
         };
@@ -389,7 +464,10 @@ impl Client {
                 Err(e) => Err(e),
             },
             Kind::Grpc(channels) => match channels.client(&self.node) {
-                Ok(mut client) => grpc::unary(&req, ttl, |p| async move { client.transfer_leader(p).await }).await,
+                Ok(mut client) => {
+                    let meter = self.links.meter(self.to);
+                    grpc::unary(&req, ttl, &meter, |p| async move { client.transfer_leader(p).await }).await
+                }
                 Err(e) => Err(RpcError::Transport(e)),
             },
         };
@@ -401,7 +479,9 @@ impl Client {
             Kind::Mem { router, from } => {
                 self.inbound(*from, router, Traffic::Other).await?.snapshot(vote, snapshot).await
             }
-            Kind::Grpc(channels) => grpc::send_snapshot(channels.client(&self.node)?, vote, snapshot).await,
+            Kind::Grpc(channels) => {
+                grpc::send_snapshot(channels.client(&self.node)?, vote, snapshot, self.links.meter(self.to)).await
+            }
         }
     }
 }
@@ -492,7 +572,7 @@ where
             Err(e) => Err(RpcError::Transport(e)),
         },
         Kind::Grpc(channels) => match channels.client(node) {
-            Ok(client) => grpc::unary(&req, timeout, |p| over_grpc(client, p)).await,
+            Ok(client) => grpc::unary(&req, timeout, &network.links.meter(to), |p| over_grpc(client, p)).await,
             Err(e) => Err(RpcError::Transport(e)),
         },
     };
@@ -552,7 +632,8 @@ impl RaftNetworkV2<TypeConfig> for Client {
         // openraft's deadline is a heartbeat interval; a stream is judged by its progress: it
         // fails only when no answer at all comes for several of them while requests wait.
         let stall = option.hard_ttl() * grpc::STALL_HEARTBEATS;
-        let opened = channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), stall));
+        let meter = self.links.meter(self.to);
+        let opened = channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), stall, meter));
         Box::pin(async move {
             let answers: AppendAnswers = opened.map_err(unreachable)?.await.map_err(unreachable)?;
             let answers: openraft::base::BoxStream<'s, _> = Box::pin(answers.map(answer_to_rpc));

@@ -377,7 +377,7 @@ impl<A: Apply> RaftNode<A> {
     /// serve it on this member's peer URLs.
     pub fn peer_service(&self) -> crate::grpc::PeerServer {
         let inbound = Tracked { inner: self.raft.clone(), contact: Arc::clone(&self.contact) };
-        crate::grpc::server(Arc::new(inbound), self.snapshots.clone())
+        crate::grpc::server(Arc::new(inbound), self.snapshots.clone(), self.network.links.clone())
     }
 
     /// Forms a new cluster of `voters` (call it on one member of a new cluster); does nothing

@@ -194,7 +194,7 @@ impl<E: Engine> Server<E> {
             Arc::clone(&auth),
         )?);
         let network = match &transport {
-            Transport::Grpc => Network::grpc(),
+            Transport::Grpc => Network::grpc().observed(Arc::clone(&metrics) as _),
             Transport::Mem(router) => Network::mem(router, member_id),
         };
         let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));

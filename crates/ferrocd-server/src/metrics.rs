@@ -457,6 +457,26 @@ impl ferrocd_engine::DiskObserver for Metrics {
     }
 }
 
+/// Counts the bytes exchanged with each peer (labelled with its ID in hex, as etcd's `To` and
+/// `From`) and the round trips of the requests this member sends.
+impl ferrocd_raft::PeerObserver for Metrics {
+    fn sent(&self, to: u64, bytes: usize) {
+        self.peer_sent.with_label_values(&[&format!("{to:x}")]).inc_by(bytes as u64);
+    }
+
+    fn received(&self, from: u64, bytes: usize) {
+        self.peer_received.with_label_values(&[&format!("{from:x}")]).inc_by(bytes as u64);
+    }
+
+    fn round_trip(&self, to: u64, took: Duration) {
+        self.peer_rtt.with_label_values(&[&format!("{to:x}")]).observe(took.as_secs_f64());
+    }
+
+    fn send_failed(&self, to: u64) {
+        self.peer_sent_failures.with_label_values(&[&format!("{to:x}")]).inc();
+    }
+}
+
 /// One gRPC call being served.
 #[derive(Debug)]
 struct Call {

@@ -260,3 +260,47 @@ fn scrape_any(endpoint: &str) -> prometheus_parse::Scrape {
     assert_eq!(page.status, 200);
     prometheus_parse::Scrape::parse(page.body.lines().map(|l| Ok(l.to_string()))).expect("a Prometheus text page")
 }
+
+#[test]
+fn peer_traffic_is_counted_per_peer_on_both_sides() {
+    let mut cluster = Cluster::start(Kind::Ferrocd, 3, &[]);
+    let eps: Vec<String> = cluster.members.iter().map(Member::endpoint).collect();
+    etcdctl_ok(&eps[0], &["put", "k", "v"]);
+    let pages: Vec<prometheus_parse::Scrape> = eps.iter().map(|ep| scrape(ep)).collect();
+    let ids: Vec<String> = pages
+        .iter()
+        .map(|page| {
+            let id = page.samples.iter().find(|s| s.metric == "etcd_server_id").unwrap().labels.get("server_id");
+            id.unwrap().to_string()
+        })
+        .collect();
+    let leader = pages.iter().position(|p| value(p, "etcd_server_is_leader", &[]) == 1.0).expect("a leader");
+    for (i, page) in pages.iter().enumerate() {
+        // Who a member exchanged with: the leader with both followers, a follower with the
+        // leader (at least); bytes both ways, and round trips measured for what it sent.
+        let peers: Vec<&String> =
+            if i == leader { ids.iter().filter(|id| **id != ids[i]).collect() } else { vec![&ids[leader]] };
+        for peer in peers {
+            assert!(value(page, "etcd_network_peer_sent_bytes_total", &[("To", peer)]) > 0.0, "{} to {peer}", ids[i]);
+            assert!(
+                value(page, "etcd_network_peer_received_bytes_total", &[("From", peer)]) > 0.0,
+                "{} from {peer}",
+                ids[i]
+            );
+        }
+        let rtts: f64 = page
+            .samples
+            .iter()
+            .filter(|s| s.metric == "etcd_network_peer_round_trip_time_seconds")
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
+                _ => 0.0,
+            })
+            .sum();
+        assert_eq!(kinds(page).get("etcd_network_peer_round_trip_time_seconds").copied(), Some("histogram"));
+        if i == leader {
+            assert!(rtts > 0.0, "the leader measured no round trip");
+        }
+    }
+    cluster.members.clear();
+}
