@@ -23,6 +23,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-auth", &["rocksdb", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-lease", "ferrocd-raft"]),
     // Reusable for any state machine: nothing of etcd, and no RocksDB of its own.
     ("ferrocd-raft", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
+    // TLS knows nothing of etcd's data or of tonic: the client crate and raft reuse it.
+    ("ferrocd-tls", &["ferrocd-proto", "ferrocd-engine", "ferrocd-raft", "ferrocd-server", "rocksdb", "tonic"]),
 ];
 
 /// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no

@@ -270,31 +270,48 @@ async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<Snap
 }
 
 /// Client connections to members' peer listeners, one lazily connected channel per URL, with
-/// keepalives (the application reuses them for its own peer services).
+/// keepalives (the application reuses them for its own peer services). An `https` URL is
+/// reached over TLS with the configuration given to [`Channels::tls`].
 #[derive(Debug, Clone, Default)]
 pub struct Channels {
     cache: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ferrocd_tls::Connector>,
 }
 
 impl Channels {
+    /// Channels that reach `https` URLs through `connector` (TLS with the member's peer
+    /// certificate and CAs).
+    pub fn tls(connector: ferrocd_tls::Connector) -> Self {
+        Self { cache: Arc::default(), tls: Some(connector) }
+    }
+
     /// The channel to the first of `urls`.
     ///
     /// # Errors
-    /// No URL, or one tonic cannot use.
+    /// No URL, one tonic cannot use, or an `https` one without TLS configured.
     pub fn channel(&self, urls: &[String]) -> Result<Channel, String> {
         let url = urls.first().ok_or("the member has no peer URL")?;
         let mut cache = self.cache.lock();
         if let Some(channel) = cache.get(url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.clone())
+        // TLS is the connector's business: tonic sees plain `http` either way.
+        let (plain, tls) = match url.strip_prefix("https://") {
+            Some(rest) => (format!("http://{rest}"), true),
+            None => (url.clone(), false),
+        };
+        let endpoint = Endpoint::from_shared(plain)
             .map_err(|e| format!("peer URL {url}: {e}"))?
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(PEER_KEEPALIVE)
             .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match (tls, &self.tls) {
+            (false, _) => endpoint.connect_lazy(),
+            (true, Some(connector)) => endpoint.connect_with_connector_lazy(connector.clone()),
+            (true, None) => return Err(format!("peer URL {url} needs TLS, and this member has no peer TLS set up")),
+        };
         cache.insert(url.clone(), channel.clone());
         Ok(channel)
     }

@@ -143,7 +143,13 @@ impl Network {
     /// gRPC to the members' peer URLs (serve [`crate::RaftNode::peer_service`] on this
     /// member's).
     pub fn grpc() -> Self {
-        Self { kind: Kind::Grpc(Channels::default()), links: Links::default() }
+        Self::grpc_on(Channels::default())
+    }
+
+    /// gRPC over `channels` (e.g. [`Channels::tls`], shared with the application's own peer
+    /// calls).
+    pub fn grpc_on(channels: Channels) -> Self {
+        Self { kind: Kind::Grpc(channels), links: Links::default() }
     }
 
     /// This network, telling `observer` what travels to and from peers over gRPC.

@@ -41,6 +41,16 @@ impl Caller {
     }
 }
 
+/// What a client proves who it is with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A token (gRPC metadata `token` or `authorization`).
+    Token(String),
+    /// The common name of its verified TLS client certificate, with no token sent
+    /// (`--client-cert-auth`; never for the HTTP gateway, as etcd).
+    CommonName(String),
+}
+
 /// A member's auth state.
 #[derive(Debug)]
 pub struct Auth {
@@ -80,14 +90,20 @@ impl Auth {
     }
 
     /// Who `token` stands for; nobody while auth is off (etcd then ignores tokens).
-    pub fn resolve(&self, token: Option<&str>) -> Caller {
-        let Some(token) = token else { return Caller::Anonymous };
+    pub fn resolve(&self, credential: Option<&Credential>) -> Caller {
+        let Some(credential) = credential else { return Caller::Anonymous };
         let revision = {
             let store = self.store.read();
             if !store.is_enabled() {
                 return Caller::Anonymous;
             }
             store.revision()
+        };
+        let token = match credential {
+            Credential::Token(token) => token,
+            // etcd's `AuthInfoFromTLS`: the name, at the store's revision now (whether such a
+            // user exists is the permission check's business).
+            Credential::CommonName(user) => return Caller::User(AuthInfo { user: user.clone(), revision }),
         };
         match self.tokens.lock().info(token, revision, Instant::now()) {
             Some(info) => Caller::User(info),

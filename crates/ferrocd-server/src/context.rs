@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tonic::Request;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::auth::{Auth, Caller};
+use crate::auth::{Auth, Caller, Credential};
 
 /// Metadata marking a request one member forwarded to the leader (it is not forwarded again).
 /// Honoured only on the peer listener: a client cannot send it.
@@ -20,6 +20,10 @@ pub const FORWARDED: &str = "ferrocd-forwarded";
 /// (auth revision, 8 bytes big-endian, then the user name). Honoured only with
 /// [`FORWARDED`] on the peer listener, as etcd trusts the header of a member's proposal.
 pub const CALLER: &str = "ferrocd-caller-bin";
+
+/// Metadata of a request the Lock and Election recipes make for a caller that proved itself
+/// with a client certificate: its common name. Honoured only on the in-process loopback.
+pub const COMMON_NAME: &str = "ferrocd-common-name";
 
 /// The metadata keys a client sends its auth token in (etcd's gRPC and gateway names).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
@@ -48,9 +52,9 @@ pub struct RequestContext {
     /// off and for the server's own requests. It goes into the header of the log entries the
     /// request proposes.
     pub caller: Caller,
-    /// The token the client sent (streams resolve it again for each request they carry: a
-    /// simple token stands for the store's revision at each use).
-    pub token: Option<String>,
+    /// The token the client sent, or its certificate's common name (streams resolve it again
+    /// for each request they carry: a simple token stands for the store's revision at each use).
+    pub credential: Option<Credential>,
 }
 
 impl RequestContext {
@@ -62,7 +66,7 @@ impl RequestContext {
             forwarded: false,
             deadline: Instant::now() + timeout,
             caller: Caller::Anonymous,
-            token: None,
+            credential: None,
         })
     }
 
@@ -73,7 +77,7 @@ impl RequestContext {
             forwarded: false,
             deadline: Instant::now() + timeout,
             caller: Caller::Anonymous,
-            token: None,
+            credential: None,
         }
     }
 
@@ -111,16 +115,26 @@ pub struct Edge {
     timeout: Duration,
     /// Resolves tokens (none: every caller is anonymous).
     auth: Option<Arc<Auth>>,
+    /// The in-process loopback of the Lock and Election recipes: [`COMMON_NAME`] is trusted.
+    loopback: bool,
 }
 
 impl Edge {
     /// The edge of `listener`, with etcd's request timeout, resolving tokens with `auth`.
     pub fn new(listener: Listener, timeout: Duration, auth: Option<Arc<Auth>>) -> Self {
-        Self { listener, timeout, auth }
+        Self { listener, timeout, auth, loopback: false }
     }
 
-    /// Who `metadata` says is calling (and the token it carries).
-    fn caller(&self, metadata: &MetadataMap, forwarded: bool) -> (Caller, Option<String>) {
+    /// The client edge of the in-process loopback, where the recipes name a caller's
+    /// certificate by [`COMMON_NAME`].
+    #[must_use]
+    pub fn loopback(self) -> Self {
+        Self { loopback: true, ..self }
+    }
+
+    /// Who `request` says is calling (and the credential it carries).
+    fn caller(&self, request: &Request<()>, forwarded: bool) -> (Caller, Option<Credential>) {
+        let metadata = request.metadata();
         if forwarded {
             let Some(bytes) = metadata.get_bin(CALLER).and_then(|v| v.to_bytes().ok()) else {
                 return (Caller::Anonymous, None);
@@ -137,12 +151,19 @@ impl Edge {
         if self.listener != Listener::Client {
             return (Caller::Anonymous, None);
         }
-        let token = token(metadata);
+        let credential = token(metadata).map(Credential::Token).or_else(|| {
+            let name = if self.loopback {
+                metadata.get(COMMON_NAME).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            } else {
+                certificate_name(request)
+            };
+            name.map(Credential::CommonName)
+        });
         let caller = match &self.auth {
-            Some(auth) => auth.resolve(token.as_deref()),
+            Some(auth) => auth.resolve(credential.as_ref()),
             None => Caller::Anonymous,
         };
-        (caller, token)
+        (caller, credential)
     }
 }
 
@@ -154,12 +175,13 @@ impl tonic::service::Interceptor for Edge {
         };
         let client = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
         let timeout = client.map_or(self.timeout, |c| c.min(self.timeout));
-        let (caller, token) = self.caller(request.metadata(), forwarded);
+        let (caller, credential) = self.caller(&request, forwarded);
         // The markers are this hop's: forwarding the metadata on does not forward them.
         request.metadata_mut().remove(FORWARDED);
         request.metadata_mut().remove_bin(CALLER);
+        request.metadata_mut().remove(COMMON_NAME);
         let deadline = Instant::now() + timeout;
-        let context = RequestContext { listener: self.listener, forwarded, deadline, caller, token };
+        let context = RequestContext { listener: self.listener, forwarded, deadline, caller, credential };
         request.extensions_mut().insert(context);
         Ok(request)
     }
@@ -170,6 +192,15 @@ impl tonic::service::Interceptor for Edge {
 fn token(metadata: &MetadataMap) -> Option<String> {
     let value = TOKEN_KEYS.iter().find_map(|k| metadata.get(*k))?.to_str().ok()?;
     Some(value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
+}
+
+/// The common name of the client certificate the TLS handshake of `request`'s connection
+/// verified (`--client-cert-auth`).
+fn certificate_name(request: &Request<()>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    ferrocd_tls::common_name(certs.first()?)
 }
 
 /// gRPC's `grpc-timeout` header: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).

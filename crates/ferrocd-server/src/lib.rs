@@ -24,6 +24,7 @@ pub mod peers;
 pub mod replica;
 pub mod services;
 pub mod storage;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_proto::v3electionpb::election_server::ElectionServer;
 use ferrocd_proto::v3lockpb::lock_server::LockServer;
+use ferrocd_raft::grpc::Channels;
 use ferrocd_raft::{Network, Node, RaftConfig, RaftNode};
 use tokio::net::TcpListener;
 
@@ -53,6 +55,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use apply::{Applier, LeaseSetup, MemberAttrs};
 pub use config::Config;
+use config::{ListenAddr, Scheme};
 use context::{Edge, Listener, RequestContext};
 use replica::{LeaseCommand, Replica};
 use services::auth::AuthService;
@@ -93,29 +96,84 @@ pub struct Server<E: Engine = Timed<RocksEngine>> {
     replica: Replica<E>,
 }
 
-/// Binds `addrs` and serves `router` on each until `stopped` turns true.
+/// Binds `addrs` and serves `router` on each until `stopped` turns true: over TLS with `tls`
+/// where the URL says `https`.
 async fn serve(
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<ListenAddr>,
     router: &tonic::transport::server::Router,
+    tls: Option<&Arc<rustls::ServerConfig>>,
     stopped: &watch::Receiver<bool>,
     listeners: &mut Listeners,
 ) -> anyhow::Result<Vec<SocketAddr>> {
     let mut bound = Vec::new();
-    for addr in addrs {
+    for ListenAddr { addr, scheme } in addrs {
         let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         bound.push(listener.local_addr()?);
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.map(|stream| {
+        let accepted = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|stream| {
                 let _ = stream.set_nodelay(true);
-                authority::AuthorityFix::new(stream)
             })
         });
         let mut stopped = stopped.clone();
-        listeners.spawn(router.clone().serve_with_incoming_shutdown(incoming, async move {
+        let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
-        }));
+        };
+        match scheme {
+            Scheme::Http => {
+                let incoming = accepted.map(|conn| conn.map(authority::AuthorityFix::new));
+                listeners.spawn(router.clone().serve_with_incoming_shutdown(incoming, shutdown));
+            }
+            Scheme::Https => {
+                let config = tls.ok_or_else(|| anyhow::anyhow!("{addr} is https but no certificate is set up"))?;
+                let accepted = accepted.map(|conn| {
+                    conn.map(|stream| {
+                        let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                        (stream, remote)
+                    })
+                });
+                let incoming = ferrocd_tls::accept(accepted, Arc::clone(config))
+                    .map(|conn| conn.map(authority::AuthorityFix::new));
+                listeners.spawn(router.clone().serve_with_incoming_shutdown(incoming, shutdown));
+            }
+        }
     }
     Ok(bound)
+}
+
+/// The client services (KV, Watch, Lease, Cluster, Maintenance, Auth, Lock, Election and gRPC
+/// health), every request through `edge`.
+fn client_services<E: Engine>(
+    shared: &Arc<Shared<E>>,
+    edge: &Edge,
+    loopback: &Loopback,
+    stopped: &watch::Receiver<bool>,
+    max_message: usize,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> tonic::service::Routes {
+    tonic::service::Routes::new(health_service)
+        .add_service(InterceptedService::new(
+            KvServer::new(KvService(Arc::clone(shared)))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(usize::MAX),
+            edge.clone(),
+        ))
+        .add_service(InterceptedService::new(ClusterServer::new(ClusterService(Arc::clone(shared))), edge.clone()))
+        .add_service(InterceptedService::new(
+            MaintenanceServer::new(MaintenanceService(Arc::clone(shared)))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(usize::MAX),
+            edge.clone(),
+        ))
+        .add_service(InterceptedService::new(LeaseServer::new(LeaseService::new(Arc::clone(shared))), edge.clone()))
+        .add_service(InterceptedService::new(AuthServer::new(AuthService(Arc::clone(shared))), edge.clone()))
+        .add_service(InterceptedService::new(LockServer::new(LockService::new(loopback.clone())), edge.clone()))
+        .add_service(InterceptedService::new(ElectionServer::new(ElectionService::new(loopback.clone())), edge.clone()))
+        .add_service(InterceptedService::new(
+            WatchServer::new(WatchService::new(Arc::clone(shared), stopped.clone(), max_message))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(usize::MAX),
+            edge.clone(),
+        ))
 }
 
 impl Server {
@@ -152,6 +210,12 @@ impl<E: Engine> Server<E> {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let data_dir = config.data_dir();
+        let tls = tls::Tls::load(config)?;
+        // Connections to the other members: Raft's, forwarding to the leader, joining.
+        let channels = match &tls.peer_client {
+            Some(connector) => Channels::tls(connector.clone()),
+            None => Channels::default(),
+        };
         let kv = Arc::new(KvStore::open(Arc::clone(&engine), Options { max_txn_ops: config.max_txn_ops as usize })?);
         let token = &config.initial_cluster_token;
         let initial: BTreeMap<u64, Node> = config
@@ -162,7 +226,7 @@ impl<E: Engine> Server<E> {
         let fresh_member = ids::member_id(&config.advertise_peer_urls(), token);
         let fresh_cluster = ids::cluster_id(&initial.keys().copied().collect::<Vec<_>>());
         let fresh = if config.initial_cluster_state == "existing" && storage::stored_identity(&*engine)?.is_none() {
-            join_identity(config).await?
+            join_identity(config, &channels).await?
         } else {
             (fresh_member, fresh_cluster)
         };
@@ -194,7 +258,7 @@ impl<E: Engine> Server<E> {
             Arc::clone(&auth),
         )?);
         let network = match &transport {
-            Transport::Grpc => Network::grpc().observed(Arc::clone(&metrics) as _),
+            Transport::Grpc => Network::grpc_on(channels.clone()).observed(Arc::clone(&metrics) as _),
             Transport::Mem(router) => Network::mem(router, member_id),
         };
         let mut raft_config = RaftConfig::new(data_dir.join("member").join("snap"));
@@ -210,7 +274,7 @@ impl<E: Engine> Server<E> {
         let shared = Arc::new(Shared {
             kv: Arc::clone(&kv),
             replica: replica.clone(),
-            peers: peers::Peers::default(),
+            peers: peers::Peers::new(channels),
             member_id,
             cluster_token: token.clone(),
             request_timeout,
@@ -245,58 +309,37 @@ impl<E: Engine> Server<E> {
             .add_service(InterceptedService::new(cluster_service.clone(), peer_edge.clone()))
             .add_service(InterceptedService::new(lease_service.clone(), peer_edge.clone()))
             .add_service(InterceptedService::new(auth_service.clone(), peer_edge.clone()));
-        let peer_addrs = serve(config.peer_listen_addrs()?, &peer_router, &stopped, &mut listeners).await?;
+        let peer_addrs =
+            serve(config.peer_listen_addrs()?, &peer_router, tls.peer.as_ref(), &stopped, &mut listeners).await?;
         if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
         }
         publish(&replica, member_id, config, cluster_id, request_timeout).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-        let client_routes = tonic::service::Routes::new(health_service)
-            .add_service(InterceptedService::new(kv_service, client_edge.clone()))
-            .add_service(InterceptedService::new(cluster_service, client_edge.clone()))
-            .add_service(InterceptedService::new(
-                MaintenanceServer::new(MaintenanceService(Arc::clone(&shared)))
-                    .max_decoding_message_size(max_message)
-                    .max_encoding_message_size(usize::MAX),
-                client_edge.clone(),
-            ));
         let loopback = Loopback::default();
-        let client_routes = client_routes
-            .add_service(InterceptedService::new(lease_service, client_edge.clone()))
-            .add_service(InterceptedService::new(auth_service, client_edge.clone()))
-            .add_service(InterceptedService::new(
-                LockServer::new(LockService::new(loopback.clone())),
-                client_edge.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                ElectionServer::new(ElectionService::new(loopback.clone())),
-                client_edge.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                WatchServer::new(WatchService::new(Arc::clone(&shared), stopped.clone(), max_message))
-                    .max_decoding_message_size(max_message)
-                    .max_encoding_message_size(usize::MAX),
-                client_edge.clone(),
-            ));
+        let services =
+            |edge: &Edge| client_services(&shared, edge, &loopback, &stopped, max_message, health_service.clone());
+        // The Lock and Election recipes' own connection, in process, as the caller.
+        let loopback_router = tonic::transport::Server::builder().add_routes(services(&client_edge.clone().loopback()));
+        listeners.spawn(loopback.serve(loopback_router, stopped.clone()));
         // HTTP/1.1 beside gRPC on the client port (etcd's cmux): the plain endpoints, and a
         // 404 for anything else that is not gRPC.
-        let client_routes = client_routes.into_axum_router().merge(http::routes(Arc::clone(&shared)));
+        let client_routes = services(&client_edge).into_axum_router().merge(http::routes(Arc::clone(&shared)));
         let client_routes = client_routes.fallback(http::fallback).layer(metrics::GrpcLayer(Arc::clone(&metrics)));
         let client_router = tonic::transport::Server::builder()
             .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(2 * 60 * 60)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_routes(tonic::service::Routes::from(client_routes));
-        let client_addrs = serve(config.client_listen_addrs()?, &client_router, &stopped, &mut listeners).await?;
-        if let Some(addr) = client_addrs.first() {
-            loopback.set(*addr);
-        }
+        let client_tls = tls.client.as_ref();
+        let client_addrs =
+            serve(config.client_listen_addrs()?, &client_router, client_tls, &stopped, &mut listeners).await?;
         // `--listen-metrics-urls`: the plain endpoints alone, over HTTP/1.1.
         let metrics_router = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(http::routes(Arc::clone(&shared)).fallback(http::fallback)));
-        serve(config.metrics_listen_addrs()?, &metrics_router, &stopped, &mut listeners).await?;
+        serve(config.metrics_listen_addrs()?, &metrics_router, client_tls, &stopped, &mut listeners).await?;
         tokio::spawn(count_leader_changes(replica.clone(), Arc::clone(&metrics), stopped.clone()));
         tokio::spawn(progress_ticks(replica.hub().clone(), config.watch_progress_notify_interval, stopped.clone()));
         tokio::spawn(lease_ticks(Arc::clone(&shared), stopped.clone()));
@@ -495,7 +538,7 @@ async fn publish<E: Engine>(
 /// A member joining a running cluster (`--initial-cluster-state existing`) takes the ID the
 /// cluster gave it in MemberAdd: it asks the other members listed in `--initial-cluster` for
 /// their member list and finds itself by its peer URLs, as etcd does.
-async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
+async fn join_identity(config: &Config, channels: &Channels) -> anyhow::Result<(u64, u64)> {
     use ferrocd_proto::etcdserverpb::MemberListRequest;
     use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
     let mut mine = config.advertise_peer_urls();
@@ -510,15 +553,7 @@ async fn join_identity(config: &Config) -> anyhow::Result<(u64, u64)> {
     let mut listed_elsewhere = false;
     loop {
         for url in &peers {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else { continue };
-            let Ok(Ok(channel)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                endpoint.connect_timeout(Duration::from_secs(1)).connect(),
-            )
-            .await
-            else {
-                continue;
-            };
+            let Ok(channel) = channels.channel(std::slice::from_ref(url)) else { continue };
             // Linearizable when the cluster can confirm it; serializable when it cannot (a
             // one-member cluster adding its second voter needs this member to commit anything).
             let mut client = ClusterClient::new(channel);

@@ -10,6 +10,11 @@ use crate::error::ServerError;
 pub struct Peers(Channels);
 
 impl Peers {
+    /// Peers reached over `channels`.
+    pub fn new(channels: Channels) -> Self {
+        Self(channels)
+    }
+
     /// The channel to the member at `urls`.
     ///
     /// # Errors

@@ -128,6 +128,18 @@ pub struct Member {
     extra: Vec<String>,
     /// Environment variables the process gets beyond this one's.
     env: Vec<(String, String)>,
+    /// Where it speaks TLS, and etcdctl's flags to reach it.
+    https: Https,
+}
+
+/// Which of a member's URLs are `https`, and the flags etcdctl needs to reach its client URL
+/// (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`). The member's TLS flags go
+/// with its other flags.
+#[derive(Debug, Clone, Default)]
+pub struct Https {
+    pub client: bool,
+    pub peer: bool,
+    pub etcdctl: Vec<String>,
 }
 
 fn require(tool: &str) -> PathBuf {
@@ -165,7 +177,13 @@ impl Member {
             state: "new",
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            https: Https::default(),
         }
+    }
+
+    /// Serves `https` where `https` says (set before the cluster's spec is made).
+    pub fn set_https(&mut self, https: &Https) {
+        self.https = https.clone();
     }
 
     /// A member not started yet that runs in the network namespace `namespace` (which the
@@ -196,9 +214,10 @@ impl Member {
         &self.name
     }
 
-    /// `http://host:port` of the peer listener.
+    /// `http(s)://host:port` of the peer listener.
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.peer_port)
+        let scheme = if self.https.peer { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.peer_port)
     }
 
     /// The data directory.
@@ -216,9 +235,10 @@ impl Member {
         format!("{}:{}", self.host, self.client_port)
     }
 
-    /// `http://host:port` of the client endpoint.
+    /// `http(s)://host:port` of the client endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}", self.endpoint())
+        let scheme = if self.https.client { "https" } else { "http" };
+        format!("{scheme}://{}", self.endpoint())
     }
 
     pub fn kind(&self) -> Kind {
@@ -330,8 +350,11 @@ impl Member {
             std::thread::sleep(Duration::from_millis(10));
         }
         // etcd accepts connections a moment before it serves; wait until a request succeeds.
+        let mut args: Vec<&str> = self.https.etcdctl.iter().map(String::as_str).collect();
+        args.extend_from_slice(probe);
+        let endpoint = if self.https.client { self.url() } else { self.endpoint() };
         wait_for("the first request to succeed", Duration::from_secs(30), || {
-            etcdctl(&self.endpoint(), probe, None).status.success()
+            etcdctl(&endpoint, &args, None).status.success()
         });
     }
 
@@ -415,7 +438,15 @@ impl Cluster {
     /// As [`Self::start`], without starting anything yet: members can be set up one by one
     /// (an environment variable, a data dir on its own filesystem) before [`Self::launch`].
     pub fn prepare(kind: Kind, size: usize, extra: &[&str]) -> Self {
+        Self::prepare_https(kind, size, extra, &Https::default())
+    }
+
+    /// As [`Self::prepare`], the members serving `https` where `https` says.
+    pub fn prepare_https(kind: Kind, size: usize, extra: &[&str], https: &Https) -> Self {
         let mut members: Vec<Member> = (1..=size).map(|i| Member::new(kind, &format!("m{i}"), extra)).collect();
+        for member in &mut members {
+            member.set_https(https);
+        }
         let spec = Self::spec(members.iter());
         for member in &mut members {
             member.in_cluster(&spec, "new");

@@ -13,5 +13,6 @@ mod http;
 mod lease;
 mod recipes;
 mod suite;
+mod tls;
 mod watch;
 mod watch_cluster;

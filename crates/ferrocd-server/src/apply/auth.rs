@@ -230,7 +230,7 @@ mod tests {
         let issued = token(a.apply_as(auth.clone(), None));
         assert_eq!(issued, format!("abcdefghijklmnop.{}", a.index));
         assert_eq!(token(b.apply_as(auth, None)), issued);
-        let caller = b.applier.auth().resolve(Some(&issued));
+        let caller = b.applier.auth().resolve(Some(&crate::auth::Credential::Token(issued)));
         assert_eq!(caller, crate::auth::Caller::User(AuthInfo { user: "u".into(), revision }));
         // A password checked before the store changed is checked again.
         let stale = Command::Authenticate(Authenticate {

@@ -60,7 +60,7 @@ async fn keep_alive_once<E: Engine>(
     let mut ctx = RequestContext { deadline, ..stream.clone() };
     if ctx.listener == Listener::Client {
         // Each renewal is checked at the store's revision now (the stream may be old).
-        ctx.caller = shared.auth.resolve(ctx.token.as_deref());
+        ctx.caller = shared.auth.resolve(ctx.credential.as_ref());
     }
     // etcd's `checkLeaseRenew`: a user, with WRITE on the lease's keys unless root.
     shared.auth.check(&ctx.caller, |c| {

@@ -5,6 +5,7 @@
 //! Watch and Lease services over a loopback connection, so they inherit forwarding to the
 //! leader and every guarantee of those services.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
@@ -34,30 +35,33 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::context::RequestContext;
+use crate::auth::Credential;
+use crate::context::{COMMON_NAME, RequestContext};
 use crate::error::ServerError;
 
 /// The TTL of the lease a Lock or Campaign without one gets (etcd's session default); it is
 /// not kept alive.
 const SESSION_TTL: i64 = 60;
 
-/// A connection to this member's own client services, set once its listener is bound.
+/// A connection to this member's own client services, in process (no socket, no TLS), set
+/// once they are built.
 #[derive(Debug, Clone, Default)]
 pub struct Loopback(Arc<OnceLock<Channel>>);
 
 impl Loopback {
-    /// Connects (lazily) to `addr`, this member's client listener (an unspecified address is
-    /// reached on loopback).
-    pub fn set(&self, mut addr: std::net::SocketAddr) {
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("a socket address URI");
-        let _ = self.0.set(endpoint.connect_lazy());
+    /// Serves `router` (the client services behind [`crate::context::Edge::loopback`]) to this
+    /// loopback's channel, over in-memory pipes, until `stopped` turns true.
+    pub fn serve(
+        &self,
+        router: tonic::transport::server::Router,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), tonic::transport::Error>> + use<> {
+        let (tx, rx) = mpsc::channel::<std::io::Result<tokio::io::DuplexStream>>(16);
+        let endpoint = tonic::transport::Endpoint::from_static("http://loopback");
+        let _ = self.0.set(endpoint.connect_with_connector_lazy(Pipes(tx)));
+        router.serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
     }
 
     fn channel(&self) -> Result<Channel, Status> {
@@ -71,6 +75,32 @@ impl Loopback {
 
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     ferrocd_types::prefix_end(prefix).unwrap_or_else(|| vec![0])
+}
+
+/// The loopback's connector: each connection is a pipe whose other end goes to the server.
+#[derive(Debug, Clone)]
+struct Pipes(mpsc::Sender<std::io::Result<tokio::io::DuplexStream>>);
+
+/// Bytes a loopback pipe buffers each way.
+const PIPE_BYTES: usize = 256 * 1024;
+
+impl tower_service::Service<http::Uri> for Pipes {
+    type Response = hyper_util::rt::TokioIo<tokio::io::DuplexStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+            server.send(Ok(theirs)).await.map_err(|_| std::io::Error::other("the server has stopped"))?;
+            Ok(hyper_util::rt::TokioIo::new(ours))
+        })
+    }
 }
 
 /// `<prefix><lease in hex>`: a contender's key.
@@ -120,12 +150,12 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
 }
 
 /// The recipes' client side, over the loopback connection, as a caller: every request
-/// carries the caller's token, so the recipes run with the caller's permissions (as etcd's
-/// do), never the server's.
+/// carries the caller's token (or certificate name), so the recipes run with the caller's
+/// permissions (as etcd's do), never the server's.
 #[derive(Debug, Clone)]
 struct Recipes {
     loopback: Loopback,
-    token: Option<String>,
+    credential: Option<Credential>,
 }
 
 /// A watch stream: its request sender (kept so the stream stays open) and its responses.
@@ -134,15 +164,20 @@ type Watching = (mpsc::UnboundedSender<WatchRequest>, tonic::Streaming<ferrocd_p
 impl Recipes {
     /// The recipes as the caller of `request`.
     fn as_caller<T>(&self, request: &Request<T>) -> Self {
-        let token = request.extensions().get::<RequestContext>().and_then(|c| c.token.clone());
-        Self { loopback: self.loopback.clone(), token }
+        let credential = request.extensions().get::<RequestContext>().and_then(|c| c.credential.clone());
+        Self { loopback: self.loopback.clone(), credential }
     }
 
     /// `message` as a request of the caller.
     fn req<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        if let Some(token) = self.token.as_deref().and_then(|t| MetadataValue::try_from(t).ok()) {
-            request.metadata_mut().insert("token", token);
+        let (key, value) = match &self.credential {
+            Some(Credential::Token(token)) => ("token", token),
+            Some(Credential::CommonName(name)) => (COMMON_NAME, name),
+            None => return request,
+        };
+        if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+            request.metadata_mut().insert(key, value);
         }
         request
     }
@@ -292,7 +327,7 @@ pub struct LockService(Recipes);
 
 impl LockService {
     pub fn new(loopback: Loopback) -> Self {
-        Self(Recipes { loopback, token: None })
+        Self(Recipes { loopback, credential: None })
     }
 }
 
@@ -322,7 +357,7 @@ pub struct ElectionService(Recipes);
 
 impl ElectionService {
     pub fn new(loopback: Loopback) -> Self {
-        Self(Recipes { loopback, token: None })
+        Self(Recipes { loopback, credential: None })
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::auth::Auth;
+use crate::auth::{Auth, Credential};
 use crate::error::ServerError;
 use crate::history::StoreHistory;
 
@@ -111,12 +111,12 @@ async fn leaderless_for<E: Engine>(shared: Arc<Shared<E>>) {
     }
 }
 
-/// Whether the caller `token` names may watch what `create` asks for (READ on its range; an
+/// Whether the caller `credential` names may watch what `create` asks for (READ on its range; an
 /// empty key is key `"\0"`, as the watch itself takes it). Checked at each create: a simple
 /// token stands for the store's revision at that moment.
-fn permitted(auth: &Auth, token: Option<&str>, create: &WatchCreateRequest) -> Result<(), Status> {
+fn permitted(auth: &Auth, credential: Option<&Credential>, create: &WatchCreateRequest) -> Result<(), Status> {
     let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
-    auth.check(&auth.resolve(token), |c| c.watch(key, &create.range_end)).map_err(Status::from)
+    auth.check(&auth.resolve(credential), |c| c.watch(key, &create.range_end)).map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -131,7 +131,7 @@ impl<E: Engine> Watch for WatchService<E> {
             return Err(ServerError::NoLeader.into());
         }
         let stream = Arc::new(shared.replica.hub().stream());
-        let token = shared.context(&request).token;
+        let credential = shared.context(&request).credential;
         let auth = Arc::clone(&shared.auth);
         let mut inbound = request.into_inner();
         let reader = {
@@ -142,7 +142,7 @@ impl<E: Engine> Watch for WatchService<E> {
                 while let Ok(Some(req)) = inbound.message().await {
                     match req.request_union {
                         Some(RequestUnion::CreateRequest(create)) => {
-                            match permitted(&auth, token.as_deref(), &create) {
+                            match permitted(&auth, credential.as_ref(), &create) {
                                 Ok(()) => stream.create(&create),
                                 // etcd refuses with the error as gRPC would print it.
                                 Err(status) => stream.refuse(format!(
