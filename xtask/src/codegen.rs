@@ -16,15 +16,25 @@ struct Target {
     gate: bool,
     /// Proto packages generated elsewhere: `(package, Rust path)`.
     extern_paths: &'static [(&'static str, &'static str)],
+    /// Packages that also get proto3 JSON (serde) impls, `<package>.serde.rs`, with the
+    /// gateway's settings: proto field names, unknown fields ignored.
+    json: &'static [&'static str],
 }
 
 const TARGETS: &[Target] = &[
-    Target { files: ETCD, out: "crates/ferrocd-proto/src/gen", gate: true, extern_paths: &[] },
+    Target {
+        files: ETCD,
+        out: "crates/ferrocd-proto/src/gen",
+        gate: true,
+        extern_paths: &[],
+        json: &[".etcdserverpb", ".mvccpb", ".authpb", ".v3lockpb", ".v3electionpb"],
+    },
     Target {
         files: &["ferrocd/raft/v1/raft.proto"],
         out: "crates/ferrocd-raft/src/gen",
         gate: false,
         extern_paths: &[],
+        json: &[],
     },
     Target {
         files: &["ferrocd/server/v1/entry.proto"],
@@ -35,6 +45,7 @@ const TARGETS: &[Target] = &[
             (".mvccpb", "::ferrocd_proto::mvccpb"),
             (".authpb", "::ferrocd_proto::authpb"),
         ],
+        json: &[],
     },
 ];
 
@@ -81,6 +92,17 @@ fn generate(proto_root: &Path, target: &Target) -> Result<Vec<(String, String)>>
     let fds = protox::compile(target.files, [proto_root]).map_err(|e| format!("proto: {e:?}"))?;
     let tmp = std::env::temp_dir().join(format!("ferrocd-codegen-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    if !target.json.is_empty() {
+        let descriptors = prost::Message::encode_to_vec(&fds);
+        pbjson_build::Builder::new()
+            .register_descriptors(&descriptors)
+            .map_err(|e| format!("json codegen: {e}"))?
+            .out_dir(&tmp)
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .build(target.json)
+            .map_err(|e| format!("json codegen: {e}"))?;
+    }
     let mut config = tonic_prost_build::configure();
     for (package, path) in target.extern_paths {
         config = config.extern_path(*package, *path);

@@ -90,6 +90,13 @@ pub enum ServerError {
     /// The storage failed; the server stops serving writes.
     #[error("etcdserver: storage failure: {0}")]
     Storage(String),
+    /// A gateway request whose JSON body cannot be read (Go's decoder words a truncated one
+    /// `unexpected EOF`).
+    #[error("{0}")]
+    BadJson(String),
+    /// A response the gateway cannot write as JSON.
+    #[error("{0}")]
+    Encoding(String),
 }
 
 /// Whether `message` is one of the server's own answers (every etcd server error starts so),
@@ -145,14 +152,14 @@ impl From<ServerError> for Status {
             | ServerError::NotServing
             | ServerError::WatchCanceled(_)
             | ServerError::LeaderUnreachable(_) => Code::Unavailable,
-            ServerError::InvalidPeerUrls => Code::InvalidArgument,
+            ServerError::InvalidPeerUrls | ServerError::BadJson(_) => Code::InvalidArgument,
             ServerError::MemberNotFound => Code::NotFound,
             ServerError::Unimplemented(_) => Code::Unimplemented,
             ServerError::SessionExpired
             | ServerError::ElectionNotLeader
             | ServerError::ElectionNoLeader
             | ServerError::MissingLeaderField => Code::Unknown,
-            ServerError::Storage(_) => Code::Internal,
+            ServerError::Storage(_) | ServerError::Encoding(_) => Code::Internal,
         };
         Status::new(c, e.to_string())
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod context;
 pub mod entry;
 pub mod error;
+mod gateway;
 pub mod history;
 mod http;
 pub mod ids;
@@ -323,9 +324,12 @@ impl<E: Engine> Server<E> {
         // The Lock and Election recipes' own connection, in process, as the caller.
         let loopback_router = tonic::transport::Server::builder().add_routes(services(&client_edge.clone().loopback()));
         listeners.spawn(loopback.serve(loopback_router, stopped.clone()));
-        // HTTP/1.1 beside gRPC on the client port (etcd's cmux): the plain endpoints, and a
-        // 404 for anything else that is not gRPC.
-        let client_routes = services(&client_edge).into_axum_router().merge(http::routes(Arc::clone(&shared)));
+        // HTTP/1.1 beside gRPC on the client port (etcd's cmux): the JSON gateway, the plain
+        // endpoints, and a 404 for anything else that is not gRPC.
+        let client_routes = services(&client_edge)
+            .into_axum_router()
+            .merge(gateway::routes(&loopback))
+            .merge(http::routes(Arc::clone(&shared)));
         let client_routes = client_routes.fallback(http::fallback).layer(metrics::GrpcLayer(Arc::clone(&metrics)));
         let client_router = tonic::transport::Server::builder()
             .accept_http1(true)

@@ -8,6 +8,7 @@ mod cluster;
 mod differential;
 mod durability;
 mod etcdctl;
+mod gateway;
 mod grpc;
 mod http;
 mod lease;

@@ -64,7 +64,11 @@ impl Loopback {
         })
     }
 
-    fn channel(&self) -> Result<Channel, Status> {
+    /// The channel, once the loopback serves.
+    ///
+    /// # Errors
+    /// `NotServing` before that.
+    pub(crate) fn channel(&self) -> Result<Channel, Status> {
         self.0.get().cloned().ok_or_else(|| ServerError::NotServing.into())
     }
 
