@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::auth::{self, Authed, Session};
 use crate::net::Net;
+use crate::tls::ChaosTls;
 
 /// How big the one small disk of a cluster is.
 const SMALL_DISK_MIB: u64 = 256;
@@ -46,13 +47,29 @@ pub struct ChaosCluster {
     pub root: Session,
     /// The etcdctl arguments that tell a member serves.
     probe: Vec<String>,
+    /// The certificates, when the cluster speaks TLS.
+    pub tls: Option<ChaosTls>,
 }
 
-fn channel(endpoint: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{endpoint}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// A client connection to `endpoint`, over TLS with `tls` (tonic sees `http` either way: the
+/// connector decides).
+fn channel(endpoint: &str, tls: Option<&ChaosTls>) -> anyhow::Result<Channel> {
+    let endpoint =
+        Endpoint::from_shared(format!("http://{endpoint}"))?.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true);
+    Ok(match tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+        None => endpoint.connect_lazy(),
+    })
+}
+
+/// The member of host `slot` (not started), with `flags`, over TLS with `tls`.
+fn new_member(net: &Net, slot: usize, flags: &[String], tls: Option<&ChaosTls>) -> Member {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut member = Member::in_namespace(Kind::Ferrocd, &format!("m{slot}"), &flags, &net.ns(slot), &net.ip(slot));
+    if let Some(tls) = tls {
+        member.set_https(&tls.https());
+    }
+    member
 }
 
 impl ChaosCluster {
@@ -66,25 +83,23 @@ impl ChaosCluster {
         size: usize,
         flags: &[String],
         small_disk: Option<usize>,
+        tls: Option<ChaosTls>,
     ) -> anyhow::Result<Self> {
-        let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let mut members: Vec<Member> = (1..=size)
-            .map(|slot| {
-                Member::in_namespace(Kind::Ferrocd, &format!("m{slot}"), &flag_refs, &net.ns(slot), &net.ip(slot))
-            })
-            .collect();
+        let mut flags = flags.to_vec();
+        flags.extend(tls.as_ref().map(ChaosTls::flags).unwrap_or_default());
+        let mut members: Vec<Member> = (1..=size).map(|slot| new_member(&net, slot, &flags, tls.as_ref())).collect();
         let spec = Cluster::spec(members.iter());
         let mut hosts = Vec::new();
         for (i, mut member) in members.drain(..).enumerate() {
             member.in_cluster(&spec, "new");
             let disk = (small_disk == Some(i + 1)).then(|| Tmpfs::mount(&member.data_dir(), SMALL_DISK_MIB));
             member.spawn();
-            let raw = channel(&member.endpoint())?;
+            let raw = channel(&member.endpoint(), tls.as_ref())?;
             hosts.push(Some(Host { member, id: 0, channel: Session::anonymous().on(raw.clone()), raw, disk }));
         }
         hosts.resize_with(net.slots(), || None);
         let probe = vec!["get".to_string(), "probe".to_string()];
-        let mut cluster = Self { net, hosts, flags: flags.to_vec(), root: Session::anonymous(), probe };
+        let mut cluster = Self { net, hosts, flags, root: Session::anonymous(), probe, tls };
         for slot in 1..=size {
             cluster.wait_serving(slot).await?;
         }
@@ -236,7 +251,8 @@ impl ChaosCluster {
     /// A refused MemberAdd, a member that does not start.
     pub async fn add_learner(&mut self, slot: usize) -> anyhow::Result<()> {
         anyhow::ensure!(self.hosts[slot - 1].is_none(), "host {slot} is taken");
-        let peer_url = format!("http://{}:2380", self.net.ip(slot));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let peer_url = format!("{scheme}://{}:2380", self.net.ip(slot));
         let via = *self.members().first().context("no member")?;
         let add = |channel| {
             let req = MemberAddRequest { peer_ur_ls: vec![peer_url.clone()], is_learner: true };
@@ -246,20 +262,13 @@ impl ChaosCluster {
             .await
             .context("member add timed out")??
             .into_inner();
-        let flag_refs: Vec<&str> = self.flags.iter().map(String::as_str).collect();
-        let mut member = Member::in_namespace(
-            Kind::Ferrocd,
-            &format!("m{slot}"),
-            &flag_refs,
-            &self.net.ns(slot),
-            &self.net.ip(slot),
-        );
+        let mut member = new_member(&self.net, slot, &self.flags, self.tls.as_ref());
         let mut with_new: Vec<&Member> = self.hosts.iter().flatten().map(|h| &h.member).collect();
         with_new.push(&member);
         let spec = Cluster::spec(with_new.into_iter());
         member.in_cluster(&spec, "existing");
         member.spawn();
-        let raw = channel(&member.endpoint())?;
+        let raw = channel(&member.endpoint(), self.tls.as_ref())?;
         let id = added.member.map_or(0, |m| m.id);
         self.hosts[slot - 1] = Some(Host { member, id, channel: self.root.on(raw.clone()), raw, disk: None });
         if self.root.is_anonymous() {

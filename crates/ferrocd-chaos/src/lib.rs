@@ -5,7 +5,9 @@
 //! (`ferrocd-lincheck`), every answer against the revision history all members agree on,
 //! watches (ordered, no gaps, no duplicates, resumable), lock safety, and every member's
 //! HashKV equal at the end; with auth on (half the runs, or `--auth on`), every client works
-//! as a user and permissions are revoked and granted during the faults, never bypassed.
+//! as a user and permissions are revoked and granted during the faults, never bypassed; with
+//! TLS on (half the runs, or `--tls on`), clients and peers speak TLS and the members'
+//! certificate is rotated on disk at the start of every history.
 //! Runs are seeded; a failing seed replays the same faults.
 
 pub mod auth;
@@ -14,4 +16,5 @@ pub mod cluster;
 pub mod faults;
 pub mod net;
 pub mod run;
+pub mod tls;
 pub mod workload;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ferrocd_chaos::faults::Fault;
 use ferrocd_chaos::net::Net;
-use ferrocd_chaos::run::{self, AuthChoice, HistoryReport, Plan};
+use ferrocd_chaos::run::{self, Choice, HistoryReport, Plan};
 
 #[derive(Debug, Parser)]
 #[command(about = "ferrocd's fault suite: real clusters, injected faults, checked histories")]
@@ -45,6 +45,10 @@ struct Args {
     /// `random` (half the runs, by the seed).
     #[arg(long, default_value = "random")]
     auth: String,
+    /// TLS: `on` (clients and peers over TLS, the certificate rotated on disk at the start of
+    /// each history), `off`, or `random` (half the runs, by the seed).
+    #[arg(long, default_value = "random")]
+    tls: String,
 }
 
 fn main() -> ExitCode {
@@ -69,12 +73,8 @@ fn chaos(args: &Args) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    let auth = match args.auth.as_str() {
-        "on" => AuthChoice::On,
-        "off" => AuthChoice::Off,
-        "random" => AuthChoice::Random,
-        other => anyhow::bail!("--auth {other}: on, off or random"),
-    };
+    let auth = Choice::parse("auth", &args.auth)?;
+    let tls = Choice::parse("tls", &args.tls)?;
     let slots = args.sizes.iter().max().copied().unwrap_or(3) + 1;
     let net = Arc::new(Net::create(slots)?);
     // Before any thread starts: every thread of the runtime then lives in the switch namespace.
@@ -115,6 +115,7 @@ fn chaos(args: &Args) -> anyhow::Result<bool> {
             watchers: args.watchers,
             lockers: args.lockers,
             auth,
+            tls,
         };
         net.heal()?;
         // Interrupted (SIGINT, SIGTERM): the run is dropped, which stops its members and

@@ -14,6 +14,7 @@ use crate::check::{self, Findings};
 use crate::cluster::ChaosCluster;
 use crate::faults::{self, Fault};
 use crate::net::Net;
+use crate::tls::ChaosTls;
 use crate::workload::{self, Traffic};
 
 /// How long after the heal a write must succeed: clients first wait out the requests they
@@ -32,16 +33,41 @@ pub struct Plan {
     pub watchers: u64,
     pub lockers: u64,
     /// Whether the run turns auth on.
-    pub auth: AuthChoice,
+    pub auth: Choice,
+    /// Whether the cluster speaks TLS (clients and peers; certificates rotated each history).
+    pub tls: Choice,
 }
 
-/// Whether a run turns auth on.
+/// Whether a run turns a feature (auth, TLS) on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthChoice {
+pub enum Choice {
     Off,
     On,
     /// Half the runs, by the seed.
     Random,
+}
+
+impl Choice {
+    /// `on`, `off` or `random`.
+    ///
+    /// # Errors
+    /// Any other word.
+    pub fn parse(flag: &str, word: &str) -> anyhow::Result<Self> {
+        match word {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            "random" => Ok(Self::Random),
+            other => anyhow::bail!("--{flag} {other}: on, off or random"),
+        }
+    }
+
+    fn draw(self, rng: &mut fastrand::Rng) -> bool {
+        match self {
+            Self::Off => false,
+            Self::On => true,
+            Self::Random => rng.bool(),
+        }
+    }
 }
 
 /// One checked history.
@@ -80,9 +106,9 @@ pub async fn run(
     let snapshot_count = if rng.bool() { 10_000 } else { 300 };
     let small_disk = rng.usize(1..=size);
     let tokens = match plan.auth {
-        AuthChoice::Off => None,
-        AuthChoice::On => Some(if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
-        AuthChoice::Random => rng.bool().then(|| if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
+        Choice::Off => None,
+        Choice::On => Some(if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
+        Choice::Random => rng.bool().then(|| if rng.bool() { Tokens::Simple } else { Tokens::Jwt }),
     };
     let mut flags: Vec<String> =
         ["--heartbeat-interval", "100", "--election-timeout", "1000", "--snapshot-count", &snapshot_count.to_string()]
@@ -90,13 +116,20 @@ pub async fn run(
             .map(|s| s.to_string())
             .collect();
     flags.extend(tokens.map(Tokens::flags).unwrap_or_default());
+    let tls = if plan.tls.draw(&mut rng) {
+        Some(ChaosTls::new((1..=net.slots()).map(|slot| net.ip(slot)).collect()).context("make certificates")?)
+    } else {
+        None
+    };
     eprintln!(
-        "run seed {:#x}: {size} members, snapshot-count {snapshot_count}, small disk on host {}, auth {}",
+        "run seed {:#x}: {size} members, snapshot-count {snapshot_count}, small disk on host {}, auth {}, TLS {}",
         plan.seed,
         small_disk,
-        tokens.map_or("off".to_string(), |t| format!("on ({t:?} tokens)"))
+        tokens.map_or("off".to_string(), |t| format!("on ({t:?} tokens)")),
+        if tls.is_some() { "on" } else { "off" },
     );
-    let mut cluster = ChaosCluster::start(net, size, &flags, Some(small_disk)).await.context("start the cluster")?;
+    let mut cluster =
+        ChaosCluster::start(net, size, &flags, Some(small_disk), tls).await.context("start the cluster")?;
     if tokens.is_some() {
         cluster.enable_auth().await?;
     }
@@ -172,6 +205,9 @@ async fn history(
 ) -> anyhow::Result<HistoryReport> {
     let began = Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed);
+    if let Some(tls) = &mut cluster.tls {
+        tls.rotate().context("rotate the certificates")?;
+    }
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let start = cluster.status(leader, Duration::from_secs(5)).await.context("the leader's status")?;
     let start_revision = start.header.map_or(0, |h| h.revision) + 1;

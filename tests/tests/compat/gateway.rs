@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ferrocd_test_utils::{Kind, Member};
+
+use crate::http::unchunk;
 use serde_json::Value;
 
 /// One answer: the HTTP status and the JSON body.
@@ -35,19 +37,6 @@ fn post_raw(endpoint: &str, path: &str, body: &str, token: Option<&str>) -> (u16
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.into() };
     (status, body)
-}
-
-fn unchunk(mut body: &str) -> String {
-    let mut data = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if size == 0 {
-            break;
-        }
-        data.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    data
 }
 
 fn post(endpoint: &str, path: &str, body: &str, token: Option<&str>) -> Answer {

@@ -43,7 +43,7 @@ fn http(endpoint: &str, method: &str, path: &str) -> Answer {
 }
 
 /// A chunked body's data.
-fn unchunk(mut body: &str) -> String {
+pub(crate) fn unchunk(mut body: &str) -> String {
     let mut data = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
