@@ -412,14 +412,30 @@ impl<E: Engine> Server<E> {
         }
     }
 
-    /// Stops accepting requests, lets the ones in flight finish, and flushes the engine.
+    /// Stops accepting requests, lets the ones in flight finish (for at most
+    /// [`SHUTDOWN_GRACE`]: a peer's replication stream or a client's watch never finishes by
+    /// itself, so what is still open then is closed, as etcd's stop does), and flushes the
+    /// engine.
     ///
     /// # Errors
     /// A listener or the final sync failed.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        while let Some(done) = self.listeners.join_next().await {
-            done??;
+        let listeners = &mut self.listeners;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(done) = listeners.join_next().await {
+                done??;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the connections still open");
+                self.listeners.abort_all();
+                while self.listeners.join_next().await.is_some() {}
+            }
         }
         self.node.shutdown().await;
         self.kv.sync()?;
@@ -427,6 +443,9 @@ impl<E: Engine> Server<E> {
         Ok(())
     }
 }
+
+/// How long a stopping member waits for its connections to finish what they are doing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How often the leader looks for expired leases (etcd: every 500 ms).
 const LEASE_TICK: Duration = Duration::from_millis(500);

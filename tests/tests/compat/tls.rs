@@ -117,6 +117,9 @@ async fn a_client_certificates_common_name_is_the_user_when_no_token_is_sent() {
     let root = pki.issue("root", &Spec { cn: Some("root"), ..Spec::default() });
     let alice = pki.issue("alice", &Spec { cn: Some("alice"), ..Spec::default() });
     let mallory = pki.issue("mallory", &Spec { cn: Some("mallory"), ..Spec::default() });
+    let expired = pki.issue("expired", &Spec { cn: Some("root"), expired: true, ..Spec::default() });
+    let stranger =
+        Pki::new(&dir.path().join("other"), "other").issue("stranger", &Spec { cn: Some("root"), ..Spec::default() });
     let root_flags = etcdctl_flags(&pki.ca, Some(&root));
     let mut member = Member::new(
         Kind::Ferrocd,
@@ -149,6 +152,12 @@ async fn a_client_certificates_common_name_is_the_user_when_no_token_is_sent() {
     assert_eq!(ctl_ok(&url, &alice_flags, &["put", "app/x", "1"]), "OK\n");
     let denied = ctl(&url, &alice_flags, &["put", "other", "1"]);
     assert!(etcdctl_stderr(&denied).contains("permission denied"), "{}", etcdctl_stderr(&denied));
+    // An expired certificate, or one another CA signed, is refused at the handshake, whatever
+    // name it carries.
+    for refused in [&expired, &stranger] {
+        let out = ctl(&url, &etcdctl_flags(&pki.ca, Some(refused)), &["--dial-timeout=2s", "get", "app/x"]);
+        assert!(!out.status.success(), "{refused:?}");
+    }
     // A certificate naming no user has no permission.
     let nobody = ctl(&url, &etcdctl_flags(&pki.ca, Some(&mallory)), &["get", "app/x"]);
     assert!(!nobody.status.success());
