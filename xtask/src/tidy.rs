@@ -25,11 +25,20 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-raft", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
     // TLS knows nothing of etcd's data or of tonic: the client crate and raft reuse it.
     ("ferrocd-tls", &["ferrocd-proto", "ferrocd-engine", "ferrocd-raft", "ferrocd-server", "rocksdb", "tonic"]),
+    // bbolt's file format alone: nothing of etcd or of ferrocd, reusable anywhere.
+    (
+        "ferrocd-bbolt",
+        &["ferrocd-proto", "ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-server", "rocksdb", "tokio"],
+    ),
+    // etcd's schema over any engine: no RocksDB, no Raft, no server (and, as a messages-only
+    // crate below, no RPC).
+    ("ferrocd-backup", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-raft", "ferrocd-server"]),
 ];
 
 /// Crates that must see only prost messages: their dependency on `ferrocd-proto` enables no
 /// feature (the `client` / `server` features bring tonic).
-const MESSAGES_ONLY: &[&str] = &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-auth"];
+const MESSAGES_ONLY: &[&str] =
+    &["ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-watch", "ferrocd-auth", "ferrocd-backup"];
 
 /// Crates allowed to depend on `ferrocd-engine-rocks` (the composition roots).
 const MAY_USE_ROCKS: &[&str] = &["ferrocd-server", "ferrocd-test-utils", "ferrocd-tests"];

@@ -11,6 +11,7 @@ mod load;
 mod procfs;
 mod profile;
 mod report;
+mod snapshot;
 mod watch;
 mod workloads;
 
@@ -32,9 +33,13 @@ struct Args {
     /// Repetitions per server (each on fresh servers).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Workloads: names, or the groups all, reads, writes, after, cluster, watch, lease, restart.
+    /// Workloads: names, or the groups all, reads, writes, after, cluster, watch, lease, restart;
+    /// and `snapshot` (not in `all`): a `Maintenance.Snapshot` of a store of `--snapshot-mib`.
     #[arg(long, default_value = "all")]
     workloads: String,
+    /// MiB of values in the store the `snapshot` workload saves.
+    #[arg(long, default_value_t = 1024)]
+    snapshot_mib: u64,
     /// Multiplies every workload's operation count.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -66,7 +71,9 @@ fn main() -> anyhow::Result<()> {
         args.reps = 3;
         args.scale = 0.1;
     }
-    let (chosen, restart) = workloads::select(&args.workloads).map_err(anyhow::Error::msg)?;
+    let snapshot = args.workloads.split(',').any(|p| p.trim() == "snapshot");
+    let spec: Vec<&str> = args.workloads.split(',').filter(|p| p.trim() != "snapshot").collect();
+    let (chosen, restart) = workloads::select(&spec.join(",")).map_err(anyhow::Error::msg)?;
     if let Some(p) = &args.profile
         && !chosen.iter().any(|w| w.name == p)
     {
@@ -83,6 +90,10 @@ fn main() -> anyhow::Result<()> {
             let profile = args.profile.as_deref().filter(|_| rep == 0 && server == Server::Ferrocd);
             let report = repetition(&rt, &args, &chosen, restart, server, ticks, profile, &mut results)
                 .with_context(|| format!("repetition {} on {}", rep + 1, server.name()))?;
+            if snapshot {
+                snapshot_repetition(&rt, &args, server, &mut results)
+                    .with_context(|| format!("snapshot, repetition {} on {}", rep + 1, server.name()))?;
+            }
             profile_report = profile_report.or(report);
             eprintln!(
                 "[{:>4.0} s] repetition {}/{} on {} done",
@@ -189,6 +200,45 @@ fn repetition(
     }
     member.kill();
     Ok(written)
+}
+
+/// The `snapshot` workload on one fresh server: fill it, then save a snapshot to a file.
+fn snapshot_repetition(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    server: Server,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    // Room for the data and its history on both (etcd warns above 8 GiB).
+    let mut member = Member::start(kind_of(server), &["--quota-backend-bytes=8589934592"]);
+    let (url, pid) = (member.url(), member.pid().context("server pid")?);
+    let began = Instant::now();
+    rt.block_on(snapshot::fill(&url, args.snapshot_mib))?;
+    eprintln!("  {:<8} filled {} MiB in {:.1} s", server.name(), args.snapshot_mib, began.elapsed().as_secs_f64());
+    let before = procfs::rss_mib(pid).unwrap_or(f64::NAN);
+    let dir = tempfile_dir(&args.out)?;
+    let saved = rt.block_on(snapshot::save(&url, pid, &dir.join("snapshot.db")))?;
+    std::fs::remove_dir_all(&dir)?;
+    let name = format!("snapshot of {} MiB", args.snapshot_mib);
+    results.record(&format!("{name}: save"), Metric::Seconds, server, saved.seconds);
+    results.record(&format!("{name}: RSS before"), Metric::RssMib, server, before);
+    results.record(&format!("{name}: RSS peak while saving"), Metric::RssMib, server, saved.peak_rss_mib);
+    eprintln!(
+        "  {:<8} snapshot {:.0} MiB in {:.2} s, RSS {before:.0} → peak {:.0} MiB",
+        server.name(),
+        saved.bytes as f64 / (1 << 20) as f64,
+        saved.seconds,
+        saved.peak_rss_mib
+    );
+    member.kill();
+    Ok(())
+}
+
+/// A fresh directory under `out` for one snapshot file.
+fn tempfile_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = out.join(format!("snapshot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Records one workload's figures (`cpu`: server CPU seconds it took) and prints them.

@@ -7,7 +7,9 @@
 //! HashKV equal at the end; with auth on (half the runs, or `--auth on`), every client works
 //! as a user and permissions are revoked and granted during the faults, never bypassed; with
 //! TLS on (half the runs, or `--tls on`), clients and peers speak TLS and the members'
-//! certificate is rotated on disk at the start of every history.
+//! certificate is rotated on disk at the start of every history; and a snapshot in etcd's
+//! format taken while each fault is on must verify and restore to exactly the agreed history
+//! up to its revision.
 //! Runs are seeded; a failing seed replays the same faults.
 
 pub mod auth;
@@ -16,5 +18,6 @@ pub mod cluster;
 pub mod faults;
 pub mod net;
 pub mod run;
+pub mod snapshot;
 pub mod tls;
 pub mod workload;

@@ -14,6 +14,7 @@ use crate::check::{self, Findings};
 use crate::cluster::ChaosCluster;
 use crate::faults::{self, Fault};
 use crate::net::Net;
+use crate::snapshot;
 use crate::tls::ChaosTls;
 use crate::workload::{self, Traffic};
 
@@ -238,6 +239,18 @@ async fn history(
     let watchers: Vec<_> =
         (0..plan.watchers).map(|w| tokio::spawn(workload::watcher(Arc::clone(&traffic), 200 + w))).collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A backup taken while the fault is on.
+    let snapshot_dir = tempfile::tempdir().context("a directory for the snapshot")?;
+    let snapshot = {
+        let members = cluster.members();
+        let slot = members[rng.usize(..members.len())];
+        let (channel, dir, delay) =
+            (cluster.host(slot).channel.clone(), snapshot_dir.path().to_path_buf(), rng.u64(200..2000));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            snapshot::take(slot, channel, &dir).await
+        })
+    };
     let injected = faults::inject(fault, cluster, &traffic, &mut rng).await;
     // Recovery: a leader, then traffic on the healed cluster until a write sent after the heal
     // succeeds (clients may first wait out requests sent during the fault), then a while more.
@@ -270,13 +283,16 @@ async fn history(
     let mut findings = Findings::default();
     let truth = check::agreed(&per_member, &mut findings);
     let mut guarded = String::new();
+    if let Ok(Some(taken)) = snapshot.await {
+        guarded = snapshot::check(&taken, &traffic.prefix, start_revision, &truth, &mut findings);
+    }
     if let Some(guard) = &guard {
         let slot = cluster.members()[0];
         let events = events_upto(cluster, slot, &guard.prefix, start_revision, converged)
             .await
             .context("the guarded key's history")?;
         auth::check(guard, &events, &mut findings);
-        guarded = format!(", {}", auth::summary(guard));
+        guarded += &format!(", {}", auth::summary(guard));
     }
     // Watchers finish once they have everything (or give up after a while).
     let last = truth.last().and_then(|e| e.kv.as_ref()).map_or(start_revision - 1, |kv| kv.mod_revision);

@@ -33,6 +33,7 @@ mod codec;
 mod error;
 mod id;
 mod keys;
+pub mod layout;
 mod lessor;
 #[cfg(test)]
 mod model_tests;

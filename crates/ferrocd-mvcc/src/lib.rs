@@ -21,6 +21,7 @@
 mod compact;
 mod error;
 mod index;
+pub mod layout;
 mod range;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -43,6 +44,7 @@ use prost::Message;
 pub use compact::CompactionJob;
 pub use error::{Error, Result};
 use index::{Entry, KeyIndex};
+use layout::record_key;
 
 /// The bucket of key revisions.
 pub const KEY_BUCKET: Bucket = Bucket("key");
@@ -157,16 +159,6 @@ fn encode_i64(v: i64) -> [u8; 8] {
 
 fn decode_i64(bytes: &[u8]) -> Result<i64> {
     bytes.try_into().map(i64::from_be_bytes).map_err(|_| Error::Corrupt("meta value is not 8 bytes".into()))
-}
-
-/// The engine key of a change.
-pub(crate) fn record_key(rev: Revision, tombstone: bool) -> Vec<u8> {
-    let mut key = Vec::with_capacity(Revision::ENCODED_LEN + 1);
-    key.extend_from_slice(&rev.to_bytes());
-    if tombstone {
-        key.push(b't');
-    }
-    key
 }
 
 /// The last scheduled compaction revision, with the last finished one.

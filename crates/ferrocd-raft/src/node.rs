@@ -672,6 +672,27 @@ impl<A: Apply> RaftNode<A> {
         self.raft.trigger().snapshot().await.map_err(stopped)
     }
 
+    /// Builds a snapshot of everything applied and removes the whole log it covers, then waits
+    /// (up to `timeout`) until the log is purged that far. After it, a member that needs
+    /// entries from before is sent the snapshot: the way to make a state this member was
+    /// given outside the log (a restored backup) reach members that join later.
+    ///
+    /// # Errors
+    /// When Raft has stopped; the purge did not happen within `timeout`.
+    pub async fn purge_applied(&self, timeout: Duration) -> Result<(), Error> {
+        let applied = self.wait_until(timeout, |st| st.applied > 0).await?.applied;
+        self.raft.trigger().snapshot().await.map_err(stopped)?;
+        let snapshotted =
+            |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.as_ref().is_some_and(|s| s.index >= applied);
+        self.raft
+            .wait(Some(timeout))
+            .metrics(snapshotted, "snapshot")
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?;
+        self.raft.trigger().purge_log(applied).await.map_err(stopped)?;
+        self.wait_until(timeout, |st| st.purged >= applied).await.map(drop)
+    }
+
     /// The leader this member knows of (cheaper than [`Self::status`]): none while it is a
     /// candidate, when it has not heard from its leader for an election timeout, or when it
     /// leads but has had no acknowledgement from a quorum for an election timeout (etcd's

@@ -128,6 +128,37 @@ pub struct Config {
         value_parser = parse_go_duration
     )]
     pub lease_checkpoint_interval: Duration,
+    /// Compare this member's keyspace hash with its peers' before serving; refuse to start on
+    /// a mismatch.
+    #[arg(long = "experimental-initial-corrupt-check", env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK")]
+    pub initial_corrupt_check: bool,
+    /// How often the leader compares every member's keyspace hash at one revision and raises
+    /// CORRUPT on a mismatch (a Go duration; 0 disables).
+    #[arg(
+        long = "corrupt-check-time",
+        visible_alias = "experimental-corrupt-check-time",
+        env = "ETCD_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub corrupt_check_time: Duration,
+    /// After each compaction, the leader compares every member's hash at the compacted
+    /// revision and raises CORRUPT for the members outside the majority.
+    #[arg(long = "experimental-compact-hash-check-enabled", env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED")]
+    pub compact_hash_check: bool,
+    /// How often the compaction hashes are compared (a Go duration).
+    #[arg(
+        long = "compact-hash-check-time",
+        visible_alias = "experimental-compact-hash-check-time",
+        env = "ETCD_COMPACT_HASH_CHECK_TIME",
+        default_value = "1m",
+        value_parser = parse_go_duration
+    )]
+    pub compact_hash_check_time: Duration,
+    /// etcd 3.6's feature gates (`InitialCorruptCheck=true,CompactHashCheck=true`); the other
+    /// gates are accepted and have no effect here.
+    #[arg(long = "feature-gates", env = "ETCD_FEATURE_GATES", default_value = "")]
+    pub feature_gates: String,
     /// The kind of auth tokens: `simple`, or
     /// `jwt,pub-key=<file>,priv-key=<file>,sign-method=<RS256|PS256|ES256|HS256|EdDSA|...>[,ttl=<duration>]`.
     #[arg(long = "auth-token", env = "ETCD_AUTH_TOKEN", default_value = "simple", value_parser = parse_auth_token)]
@@ -358,6 +389,23 @@ impl Config {
     /// A URL that is not `http://host:port` or does not resolve.
     pub fn client_listen_addrs(&self) -> Result<Vec<ListenAddr>, ConfigError> {
         listen_addrs("--listen-client-urls", &self.listen_client_urls)
+    }
+
+    /// Whether feature gate `name` is set to true.
+    fn gate(&self, name: &str) -> bool {
+        split(&self.feature_gates)
+            .iter()
+            .any(|g| g.split_once('=').is_some_and(|(n, v)| n.trim() == name && v.trim() == "true"))
+    }
+
+    /// Whether the initial corruption check runs (the flag or the feature gate).
+    pub fn initial_corrupt_check(&self) -> bool {
+        self.initial_corrupt_check || self.gate("InitialCorruptCheck")
+    }
+
+    /// Whether the compaction hash check runs (the flag or the feature gate).
+    pub fn compact_hash_check(&self) -> bool {
+        self.compact_hash_check || self.gate("CompactHashCheck")
     }
 
     /// The server's quota in bytes.

@@ -17,6 +17,16 @@ pub enum ServerError {
     RequestTooLarge,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTarget,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    #[error("etcdserver: unknown method")]
+    UnknownMethod,
     #[error("etcdserver: server stopped")]
     Stopped,
     /// This member is not the leader; `urls` reach the leader's peer listener.
@@ -81,6 +91,9 @@ pub enum ServerError {
     /// An RPC this build does not have yet (gRPC Unimplemented, never a fake success).
     #[error("{0} is not built yet")]
     Unimplemented(&'static str),
+    /// What ferrocd does not do by design, and why (gRPC Unimplemented).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A membership change Raft refused (e.g. removing the last voter).
     #[error("etcdserver: {0}")]
     Precondition(String),
@@ -130,6 +143,9 @@ impl From<ServerError> for Status {
             },
             ServerError::RequestTooLarge => Code::InvalidArgument,
             ServerError::NoSpace => Code::ResourceExhausted,
+            ServerError::Corrupt => Code::DataLoss,
+            ServerError::WrongDowngradeVersionFormat | ServerError::InvalidDowngradeTarget => Code::InvalidArgument,
+            ServerError::UnknownMethod => Code::Unknown,
             ServerError::Stopped
             | ServerError::NotLeader { .. }
             | ServerError::NoLeader
@@ -147,14 +163,15 @@ impl From<ServerError> for Status {
             | ServerError::MemberNotLearner
             | ServerError::LearnerNotReady
             | ServerError::NotLeaderToMove
-            | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
+            | ServerError::BadLeaderTransferee
+            | ServerError::NoInflightDowngrade => Code::FailedPrecondition,
             ServerError::UnhealthyCluster
             | ServerError::NotServing
             | ServerError::WatchCanceled(_)
             | ServerError::LeaderUnreachable(_) => Code::Unavailable,
             ServerError::InvalidPeerUrls | ServerError::BadJson(_) => Code::InvalidArgument,
             ServerError::MemberNotFound => Code::NotFound,
-            ServerError::Unimplemented(_) => Code::Unimplemented,
+            ServerError::Unimplemented(_) | ServerError::Unsupported(_) => Code::Unimplemented,
             ServerError::SessionExpired
             | ServerError::ElectionNotLeader
             | ServerError::ElectionNoLeader

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use axum::routing::any;
 use ferrocd_engine::Engine;
-use ferrocd_proto::etcdserverpb::RangeRequest;
+use ferrocd_proto::etcdserverpb::{AlarmType, RangeRequest};
 
 use crate::config::{ETCD_VERSION, STORAGE_VERSION};
 use crate::error::ServerError;
@@ -100,8 +100,17 @@ async fn health<E: Engine>(State(shared): State<Arc<Shared<E>>>, method: Method,
         return refused;
     }
     let serializable = query.0.iter().rev().find(|(k, _)| k == "serializable").is_some_and(|(_, v)| v == "true");
-    // No alarm can be raised yet (alarms are not built), so none is active to report.
-    let reason = if !serializable && shared.replica.leader().is_none() {
+    let excluded: Vec<&str> = values(&query, "exclude").collect();
+    let alarm = shared
+        .replica
+        .alarms()
+        .list(AlarmType::None)
+        .into_iter()
+        .map(|a| AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name()))
+        .find(|name| !excluded.contains(name));
+    let reason = if let Some(name) = alarm {
+        Some(format!("ALARM {name}"))
+    } else if !serializable && shared.replica.leader().is_none() {
         Some("RAFT NO LEADER".to_string())
     } else {
         read(&shared, serializable).await.err().map(|e| format!("RANGE ERROR:{e}"))
@@ -130,8 +139,9 @@ const READYZ: [&str; 4] = ["data_corruption", "serializable_read", "linearizable
 /// Runs one named check.
 async fn check<E: Engine>(shared: &Shared<E>, name: &str) -> Result<(), String> {
     match name {
-        // The CORRUPT alarm cannot be raised yet (the corruption check is not built).
-        "data_corruption" => Ok(()),
+        "data_corruption" if shared.replica.alarms().active(AlarmType::Corrupt) => {
+            Err("alarm activated: CORRUPT".into())
+        }
         "serializable_read" => read(shared, true).await.map_err(|e| e.to_string()),
         "linearizable_read" => read(shared, false).await.map_err(|e| e.to_string()),
         "non_learner" if shared.replica.role() == Role::Learner => Err("not supported for learner".into()),

@@ -11,8 +11,10 @@
 pub mod apply;
 pub mod auth;
 mod authority;
+pub mod backup;
 pub mod config;
 pub mod context;
+mod corrupt;
 pub mod entry;
 pub mod error;
 mod gateway;
@@ -231,6 +233,8 @@ impl<E: Engine> Server<E> {
         } else {
             (fresh_member, fresh_cluster)
         };
+        // etcd's initial corruption check runs only on a member that already has data.
+        let had_data = storage::stored_identity(&*engine)?.is_some();
         let (member_id, cluster_id) = storage::identity(&*engine, fresh)?;
         metrics.set_member(member_id);
         let election_timeout = Duration::from_millis(config.election_timeout);
@@ -286,6 +290,7 @@ impl<E: Engine> Server<E> {
             db_size: SizeCache::default(),
             auth: Arc::clone(&auth),
             metrics: Arc::clone(&metrics),
+            data_dir: data_dir.clone(),
         });
         let max_message = config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
         let kv_service = KvServer::new(KvService(Arc::clone(&shared)))
@@ -309,13 +314,40 @@ impl<E: Engine> Server<E> {
             .add_service(InterceptedService::new(kv_service.clone(), peer_edge.clone()))
             .add_service(InterceptedService::new(cluster_service.clone(), peer_edge.clone()))
             .add_service(InterceptedService::new(lease_service.clone(), peer_edge.clone()))
-            .add_service(InterceptedService::new(auth_service.clone(), peer_edge.clone()));
+            .add_service(InterceptedService::new(auth_service.clone(), peer_edge.clone()))
+            // Alarms raised or cleared through a follower.
+            .add_service(InterceptedService::new(
+                MaintenanceServer::new(MaintenanceService(Arc::clone(&shared))),
+                peer_edge.clone(),
+            ));
         let peer_addrs =
             serve(config.peer_listen_addrs()?, &peer_router, tls.peer.as_ref(), &stopped, &mut listeners).await?;
-        if config.initial_cluster_state == "new" {
+        let restored = storage::restored_members(&*engine)?;
+        if let Some(members) = &restored {
+            let voters = members.iter().map(|(id, urls)| (*id, Node { urls: urls.clone() })).collect();
+            node.bootstrap(voters).await?;
+        } else if config.initial_cluster_state == "new" {
             node.bootstrap(initial).await?;
         }
         publish(&replica, member_id, config, cluster_id, request_timeout).await?;
+        if restored.is_some() {
+            // The restored state never came through the log: members that join later must
+            // get it as a snapshot, not replay the log from its start.
+            match node.purge_applied(request_timeout * 4).await {
+                Ok(()) => storage::restore_done(&*engine)?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not purge the log of a restored member yet; will retry at the next start")
+                }
+            }
+        }
+        if config.initial_corrupt_check() && had_data {
+            corrupt::initial_check(&shared).await?;
+        }
+        let periodic = (!config.corrupt_check_time.is_zero()).then_some(config.corrupt_check_time);
+        let compaction = config.compact_hash_check().then_some(config.compact_hash_check_time);
+        if periodic.is_some() || compaction.is_some() {
+            tokio::spawn(corrupt::run(Arc::clone(&shared), periodic, compaction, stopped.clone()));
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let loopback = Loopback::default();

@@ -127,6 +127,11 @@ impl<E: Engine> Replica<E> {
         self.machine.sync_lease_role(self.node.leader() == Some(self.node.id()));
     }
 
+    /// The active alarms, as applied here.
+    pub fn alarms(&self) -> &Arc<crate::apply::Alarms> {
+        self.machine.alarms()
+    }
+
     pub fn cluster_id(&self) -> u64 {
         self.machine.cluster_id()
     }
@@ -258,6 +263,50 @@ impl<E: Engine> Replica<E> {
             Reply::Auth(done) => Ok(done),
             other => Err(ServerError::Storage(format!("an auth command answered {other:?}"))),
         }
+    }
+
+    /// Proposes an alarm request on behalf of `ctx`; answers the alarms it raised or cleared.
+    ///
+    /// # Errors
+    /// As [`Self::propose_kv`].
+    pub async fn propose_alarm(
+        &self,
+        ctx: &RequestContext,
+        request: ferrocd_proto::etcdserverpb::AlarmRequest,
+    ) -> Result<Vec<ferrocd_proto::etcdserverpb::AlarmMember>, ServerError> {
+        match self.propose(ctx, Command::Alarm(request)).await? {
+            Reply::Alarms(changed) => Ok(changed),
+            other => Err(ServerError::Storage(format!("an alarm request answered {other:?}"))),
+        }
+    }
+
+    /// Raises alarm `alarm` for this member from any member (a follower hands it to the
+    /// leader), as the server's own request; returns once it is applied on the leader.
+    ///
+    /// # Errors
+    /// No leader; the outcome is unknown.
+    pub async fn raise_alarm(
+        &self,
+        alarm: ferrocd_proto::etcdserverpb::AlarmType,
+        timeout: Duration,
+    ) -> Result<(), ServerError> {
+        self.raise_alarm_for(self.member_id(), alarm, timeout).await
+    }
+
+    /// As [`Self::raise_alarm`], for member `member` (0: the whole cluster).
+    ///
+    /// # Errors
+    /// No leader; the outcome is unknown.
+    pub async fn raise_alarm_for(
+        &self,
+        member: u64,
+        alarm: ferrocd_proto::etcdserverpb::AlarmType,
+        timeout: Duration,
+    ) -> Result<(), ServerError> {
+        use ferrocd_proto::etcdserverpb::alarm_request::AlarmAction;
+        let request = crate::apply::alarm_request(AlarmAction::Activate, member, alarm);
+        let entry = Entry::new(Command::Alarm(request), &RequestContext::internal(timeout));
+        self.node.submit(entry.encode_to_vec()).await.map_err(raft_error)
     }
 
     /// Publishes this member's attributes from any member (a follower hands them to the

@@ -1,6 +1,7 @@
 //! Opening the data directory: the engine with every bucket the server uses, and the server's
 //! own records (member and cluster IDs, applied index).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferrocd_engine::{Bucket, Engine, ReadView, WriteBatch};
@@ -20,6 +21,7 @@ pub fn buckets() -> Vec<Bucket> {
     let mut all = KvStore::<RocksEngine>::BUCKETS.to_vec();
     all.extend_from_slice(ferrocd_lease::Lessor::BUCKETS);
     all.extend_from_slice(&ferrocd_auth::BUCKETS);
+    all.push(crate::apply::ALARM_BUCKET);
     all.push(SERVER_BUCKET);
     all.extend_from_slice(ferrocd_raft::BUCKETS);
     all
@@ -70,4 +72,42 @@ pub fn identity(engine: &impl Engine, fresh: (u64, u64)) -> anyhow::Result<(u64,
 /// Engine failures.
 pub fn stored_identity(engine: &impl Engine) -> anyhow::Result<Option<(u64, u64)>> {
     Ok(read_u64(engine, MEMBER_ID)?.zip(read_u64(engine, CLUSTER_ID)?))
+}
+
+/// The membership a restore gave the data directory (JSON: member ID → peer URLs), until the
+/// first start has bootstrapped Raft with it and purged the log.
+const RESTORED_MEMBERS: &[u8] = b"restored_members";
+
+/// Records the membership a restore gave this data directory, for its first start.
+///
+/// # Errors
+/// Storage failures.
+pub fn record_restored_members(engine: &impl Engine, members: &BTreeMap<u64, Vec<String>>) -> anyhow::Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.put(SERVER_BUCKET, RESTORED_MEMBERS, serde_json::to_vec(members)?);
+    engine.write(batch, true)?;
+    Ok(())
+}
+
+/// The membership a restore recorded, if this data directory's first start has not used it
+/// yet.
+///
+/// # Errors
+/// Storage failures; a record that does not decode.
+pub fn restored_members(engine: &impl Engine) -> anyhow::Result<Option<BTreeMap<u64, Vec<String>>>> {
+    match engine.get(SERVER_BUCKET, RESTORED_MEMBERS)? {
+        Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// Forgets the restored membership, once Raft holds it and the log is purged.
+///
+/// # Errors
+/// Storage failures.
+pub fn restore_done(engine: &impl Engine) -> anyhow::Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.delete(SERVER_BUCKET, RESTORED_MEMBERS);
+    engine.write(batch, true)?;
+    Ok(())
 }

@@ -11,10 +11,10 @@ use ferrocd_test_utils::{Cluster, Kind, Member, etcdctl_ok, wait_for};
 
 /// One HTTP/1.1 answer.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -24,7 +24,7 @@ impl Answer {
 }
 
 /// Sends `method path` to `endpoint` over HTTP/1.1 and reads the whole answer.
-fn http(endpoint: &str, method: &str, path: &str) -> Answer {
+pub(crate) fn http(endpoint: &str, method: &str, path: &str) -> Answer {
     let mut stream = TcpStream::connect(endpoint).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(stream, "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

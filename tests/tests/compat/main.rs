@@ -3,6 +3,7 @@
 
 mod auth;
 mod auth_matrix;
+mod backup;
 mod client;
 mod cluster;
 mod differential;

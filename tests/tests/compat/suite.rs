@@ -45,15 +45,46 @@ fn request_size_limits() {
 }
 
 #[test]
-fn services_not_built_answer_unimplemented() {
+fn downgrade_answers_as_etcd_and_refuses_what_it_cannot_do() {
+    use ferrocd_proto::etcdserverpb::AuthStatusRequest;
+    use ferrocd_proto::etcdserverpb::DowngradeRequest;
     use ferrocd_proto::etcdserverpb::auth_client::AuthClient;
-    use ferrocd_proto::etcdserverpb::{AuthStatusRequest, SnapshotRequest};
+    use ferrocd_proto::etcdserverpb::downgrade_request::DowngradeAction;
     let member = Member::start(Kind::Ferrocd, &[]);
     let mut grpc = Grpc::connect(&member.endpoint());
     let mut auth = AuthClient::new(grpc.channel.clone());
     // Auth is built: a new store is off, at etcd's first auth revision.
     let status = grpc.rt.block_on(auth.auth_status(AuthStatusRequest {})).unwrap().into_inner();
     assert_eq!((status.enabled, status.auth_revision), (false, 1));
-    let err = grpc.rt.block_on(grpc.maintenance.snapshot(SnapshotRequest {})).err().map(failure);
-    assert_eq!(err.map(|f| f.code), Some(ErrorCode::Unimplemented));
+    let mut downgrade = |action: DowngradeAction, version: &str| {
+        let req = DowngradeRequest { action: action as i32, version: version.to_string() };
+        grpc.rt.block_on(grpc.maintenance.downgrade(req)).map(|r| r.into_inner().version).map_err(failure)
+    };
+    // Cancelling with no downgrade in progress.
+    let err = downgrade(DowngradeAction::Cancel, "").unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (ErrorCode::FailedPrecondition, "etcdserver: no inflight downgrade job")
+    );
+    // etcd's checks of the target, in its words.
+    let err = downgrade(DowngradeAction::Validate, "three").unwrap_err();
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (ErrorCode::InvalidArgument, "etcdserver: wrong downgrade target version format")
+    );
+    for target in ["3.4", "3.6", "3.7", "2.5"] {
+        let err = downgrade(DowngradeAction::Validate, target).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (ErrorCode::InvalidArgument, "etcdserver: invalid downgrade target version"),
+            "{target}"
+        );
+    }
+    // The previous minor version is a valid target that ferrocd cannot run: Unimplemented, with
+    // the way back named, never a fake success.
+    for action in [DowngradeAction::Validate, DowngradeAction::Enable] {
+        let err = downgrade(action, "3.5").unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unimplemented, "{action:?}");
+        assert!(err.message.contains("etcdutl snapshot restore"), "{}", err.message);
+    }
 }

@@ -11,9 +11,10 @@ use ferrocd_test_utils::{Cluster, EtcdctlProcess, Kind, Signal, etcdctl_ok, wait
 fn sigterm_stops_each_member_of_a_cluster_within_seconds() {
     let mut cluster = Cluster::start(Kind::Ferrocd, 3, &[]);
     assert_eq!(etcdctl_ok(&cluster.members[0].endpoint(), &["put", "k", "v"]), "OK\n");
-    let mut watch = EtcdctlProcess::spawn(&cluster.members[1].endpoint(), &["watch", "k"]);
+    // From revision 1, so the watch sees both puts however late it starts.
+    let mut watch = EtcdctlProcess::spawn(&cluster.members[1].endpoint(), &["watch", "k", "--rev", "1"]);
     etcdctl_ok(&cluster.members[2].endpoint(), &["put", "k", "w"]);
-    watch.lines(3, Duration::from_secs(10));
+    watch.lines(6, Duration::from_secs(10));
     // Followers and leader alike, each while the others still run.
     for member in &mut cluster.members {
         member.signal(Signal::TERM);

@@ -68,7 +68,7 @@ pub(super) fn authorize(
         Command::Put(r) => check.put(r, &lease_keys),
         Command::DeleteRange(r) => check.delete(r),
         Command::Txn(r) => check.txn(r, &lease_keys),
-        Command::Compact(_) => check.admin(),
+        Command::Compact(_) | Command::Alarm(_) => check.admin(),
         Command::LeaseRevoke(r) if !r.expired => r.ids.iter().try_for_each(|id| check.lease_keys(&lease_keys(*id))),
         c if is_management(c) => check.admin(),
         // A grant needs only a user (checked by the service); the rest are the server's own.

@@ -13,6 +13,7 @@
 //! Only this module and its children write engine batches for the replicated state (a tidy
 //! rule holds it so).
 
+mod alarm;
 mod auth;
 mod kv;
 mod lease;
@@ -34,6 +35,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tokio::sync::oneshot;
 
+pub use alarm::{ALARM_BUCKET, Alarms, request as alarm_request};
 pub use auth::AuthApplied;
 pub use lease::LeaseSetup;
 pub use membership::MemberAttrs;
@@ -57,6 +59,8 @@ pub enum Reply {
     Lease(LeaseApplied),
     /// An auth command (with the token an Authenticate issued).
     Auth(AuthApplied),
+    /// An alarm request: the alarms it raised or cleared, or the ones it listed.
+    Alarms(Vec<ferrocd_proto::etcdserverpb::AlarmMember>),
     /// A command that answers nothing but that it was applied (a member's attributes).
     Done,
 }
@@ -126,6 +130,8 @@ pub struct Applier<E: Engine> {
     lease_setup: LeaseSetup,
     /// Users, roles, permissions and tokens; changed only here, read by the services.
     auth: Arc<Auth>,
+    /// The active alarms; changed only here, read by the services.
+    alarms: Arc<Alarms>,
     members: membership::Members,
     applied: AtomicU64,
 }
@@ -149,6 +155,7 @@ impl<E: Engine> Applier<E> {
         *auth.store_mut() = Self::load_auth(&kv)?;
         Ok(Self {
             auth,
+            alarms: Arc::new(Alarms::load(&*engine)?),
             members: membership::Members::open(&*engine, cluster_id)?,
             applied: AtomicU64::new(storage::read_u64(&*engine, APPLIED_INDEX).map_err(io_error)?.unwrap_or(0)),
             hub: Hub::new(StoreHistory(Arc::clone(&kv)), kv.current_revision(), watch),
@@ -173,6 +180,11 @@ impl<E: Engine> Applier<E> {
     /// The member's auth state.
     pub fn auth(&self) -> &Arc<Auth> {
         &self.auth
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> &Arc<Alarms> {
+        &self.alarms
     }
 
     /// The member's watch hub.
@@ -227,6 +239,9 @@ impl<E: Engine> Applier<E> {
         if let Err(refused) = auth::authorize(&self.auth, &self.lessor, &header, &command) {
             return auth::refuse(&self.kv, &step, refused).map(Some);
         }
+        if let Some(refused) = self.alarms.refusal(&command) {
+            return auth::refuse(&self.kv, &step, refused).map(Some);
+        }
         let outcome = match command {
             Command::Put(r) => self.write(WriteRequest::Put(r), step)?,
             Command::DeleteRange(r) => self.write(WriteRequest::DeleteRange(r), step)?,
@@ -250,6 +265,7 @@ impl<E: Engine> Applier<E> {
                 lease::revoke(&self.kv, &mut self.lessor.lock(), &r, step)?
             }
             Command::LeaseCheckpoint(r) => lease::checkpoint(&self.kv, &mut self.lessor.lock(), &r, step)?,
+            Command::Alarm(r) => alarm::apply(&self.kv, &self.alarms, &r, step)?,
             command => auth::apply(&self.kv, &self.auth, command, step)?,
         };
         Ok(Some(outcome))
@@ -344,6 +360,7 @@ impl<E: Engine> Apply for Applier<E> {
         }
         *self.auth.store_mut() = Self::load_auth(&self.kv)?;
         let engine = self.kv.engine();
+        self.alarms.reload(&**engine)?;
         self.members.reload(&**engine)?;
         self.applied
             .store(storage::read_u64(&**engine, APPLIED_INDEX).map_err(io_error)?.unwrap_or(0), Ordering::Release);

@@ -24,6 +24,7 @@ const REPLICATED: &[Bucket] = &[
     ferrocd_auth::AUTH_BUCKET,
     ferrocd_auth::USERS_BUCKET,
     ferrocd_auth::ROLES_BUCKET,
+    super::alarm::ALARM_BUCKET,
 ];
 /// The most bytes written to the engine in one batch while installing.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
@@ -74,7 +75,7 @@ pub(super) fn install<E: Engine>(kv: &KvStore<E>, dir: &Path) -> io::Result<()> 
 fn install_from<E: Engine>(engine: &E, dir: &Path) -> io::Result<()> {
     let image = E::open_checkpoint(dir, &storage::buckets()).map_err(io_error)?;
     let mut batch = WriteBatch::new();
-    for bucket in &REPLICATED[..3] {
+    for bucket in REPLICATED.iter().filter(|b| **b != SERVER_BUCKET) {
         batch.delete_range(*bucket, Vec::new(), vec![0xff; 64]);
     }
     engine
@@ -113,7 +114,8 @@ fn install_from<E: Engine>(engine: &E, dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use ferrocd_engine::{Engine, ReadView, WriteBatch};
-    use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest};
+    use ferrocd_proto::etcdserverpb::alarm_request::AlarmAction as Action;
+    use ferrocd_proto::etcdserverpb::{AlarmType, LeaseGrantRequest, PutRequest, RangeRequest};
     use ferrocd_raft::Apply;
 
     use super::super::testing::Fixture;
@@ -151,6 +153,10 @@ mod tests {
         // The follower has a key of its own history, and its own identity records.
         let mut follower = Fixture::new();
         put(&mut follower, "b", "2");
+        // ... and a user and an alarm the leader's state does not have.
+        let user = ferrocd_proto::etcdserverpb::AuthUserAddRequest { name: "gone".into(), ..Default::default() };
+        follower.apply(Command::UserAdd(user)).unwrap();
+        follower.apply(Command::Alarm(super::super::alarm::request(Action::Activate, 11, AlarmType::Nospace))).unwrap();
         crate::storage::identity(&*follower.engine, (11, 12)).unwrap();
         follower.applier.install(&dir).unwrap();
         assert_eq!(value(&follower, "a").as_deref(), Some(&b"1"[..]));
@@ -162,6 +168,8 @@ mod tests {
         assert_eq!(follower.applier.raft_state().unwrap(), Some(b"state 3".to_vec()));
         assert_eq!(crate::storage::stored_identity(&*follower.engine).unwrap(), Some((11, 12)));
         assert_eq!(follower.engine.get(SERVER_BUCKET, INSTALLING).unwrap(), None);
+        assert!(follower.applier.auth().store().user("gone").is_err(), "records the image lacks are removed");
+        assert!(follower.applier.alarms().list(AlarmType::None).is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub struct Entry {
     pub header: ::core::option::Option<Header>,
     #[prost(
         oneof = "entry::Command",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29"
     )]
     pub command: ::core::option::Option<entry::Command>,
 }
@@ -72,6 +72,10 @@ pub mod entry {
         RoleRevokePermission(
             ::ferrocd_proto::etcdserverpb::AuthRoleRevokePermissionRequest,
         ),
+        /// Raise, clear or list alarms (etcd's alarm store; a member's NOSPACE, the cluster's
+        /// CORRUPT).
+        #[prost(message, tag = "29")]
+        Alarm(::ferrocd_proto::etcdserverpb::AlarmRequest),
     }
 }
 /// The caller of a request, as the member that accepted it knew them.

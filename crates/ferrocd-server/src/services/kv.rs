@@ -8,7 +8,7 @@ use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::kv_server::Kv;
 use ferrocd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse, request_op,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,14 +20,6 @@ use crate::error::ServerError;
 /// The KV service.
 #[derive(Debug)]
 pub struct KvService<E: Engine>(pub Arc<Shared<E>>);
-
-fn has_puts(ops: &[ferrocd_proto::etcdserverpb::RequestOp]) -> bool {
-    ops.iter().any(|op| match &op.request {
-        Some(request_op::Request::RequestPut(_)) => true,
-        Some(request_op::Request::RequestTxn(t)) => has_puts(&t.success) || has_puts(&t.failure),
-        _ => false,
-    })
-}
 
 impl<E: Engine> KvService<E> {
     /// Serves a write at the leader (see [`Shared::at_leader`]): checks it as etcd does
@@ -42,7 +34,9 @@ impl<E: Engine> KvService<E> {
     ) -> Result<Response<R>, Status> {
         let (shared, check, wrap, unwrap) = (&*self.0, &check, &wrap, &unwrap);
         let local = |ctx: crate::context::RequestContext, req: T| async move {
-            check(&req)?;
+            if let Err(e) = check(&req) {
+                return Err(shared.refused(e).await);
+            }
             let req = wrap(req);
             let lease_keys = |id| shared.lease_keys(id);
             shared.authorize(&ctx.caller, |c| c.write(&req, &lease_keys)).await?;
@@ -75,7 +69,7 @@ impl<E: Engine> Kv for KvService<E> {
         let check = |req: &PutRequest| {
             validate::check_put(req)?;
             self.0.check_size(req)?;
-            self.0.check_quota(req)
+            self.0.check_quota(&super::QuotaRequest::Put(req))
         };
         let unwrap = |r| if let WriteResponse::Put(r) = r { Some(r) } else { None };
         self.write(request, async |c, r| KvClient::new(c).put(r).await, check, WriteRequest::Put, unwrap).await
@@ -98,10 +92,7 @@ impl<E: Engine> Kv for KvService<E> {
         let check = |req: &TxnRequest| {
             validate::check_txn(req, self.0.max_txn_ops)?;
             self.0.check_size(req)?;
-            if has_puts(&req.success) || has_puts(&req.failure) {
-                self.0.check_quota(req)?;
-            }
-            Ok(())
+            self.0.check_quota(&super::QuotaRequest::Txn(req))
         };
         let unwrap = |r| if let WriteResponse::Txn(r) = r { Some(r) } else { None };
         self.write(request, async |c, r| KvClient::new(c).txn(r).await, check, WriteRequest::Txn, unwrap).await

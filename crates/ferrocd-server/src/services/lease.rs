@@ -121,7 +121,9 @@ impl<E: Engine> Lease for LeaseService<E> {
             if req.ttl > MAX_LEASE_TTL {
                 return Err(ferrocd_lease::Error::TtlTooLarge.into());
             }
-            shared.check_quota(&req)?;
+            if let Err(e) = shared.check_quota(&crate::services::QuotaRequest::LeaseGrant) {
+                return Err(shared.refused(e).await);
+            }
             let id = if req.id != 0 {
                 req.id
             } else {

@@ -46,6 +46,8 @@ pub struct Shared<E: Engine> {
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
     pub quota_bytes: u64,
+    /// The member's data directory (snapshots for clients are built under it).
+    pub data_dir: std::path::PathBuf,
     pub db_size: SizeCache,
     /// Users, roles, permissions and tokens, as applied here.
     pub auth: Arc<crate::auth::Auth>,
@@ -109,6 +111,7 @@ macro_rules! headed {
 }
 
 headed!(
+    etcdserverpb::AlarmResponse,
     etcdserverpb::PutResponse,
     etcdserverpb::DeleteRangeResponse,
     etcdserverpb::TxnResponse,
@@ -130,6 +133,54 @@ headed!(
     etcdserverpb::AuthRoleGrantPermissionResponse,
     etcdserverpb::AuthRoleRevokePermissionResponse
 );
+
+/// Whether a Txn puts anything, in any branch (nested ones too): only such a Txn adds data, so
+/// only it meets the quota and the NOSPACE alarm.
+pub(crate) fn txn_has_puts(txn: &etcdserverpb::TxnRequest) -> bool {
+    txn_any(txn, &|op| matches!(op, etcdserverpb::request_op::Request::RequestPut(_)))
+}
+
+/// Whether a Txn changes anything (a put or a delete in any branch): one that does not is a
+/// read, which etcd serves even under the CORRUPT alarm.
+pub(crate) fn txn_writes(txn: &etcdserverpb::TxnRequest) -> bool {
+    use etcdserverpb::request_op::Request as Op;
+    txn_any(txn, &|op| matches!(op, Op::RequestPut(_) | Op::RequestDeleteRange(_)))
+}
+
+fn txn_any(txn: &etcdserverpb::TxnRequest, wanted: &dyn Fn(&etcdserverpb::request_op::Request) -> bool) -> bool {
+    txn.success.iter().chain(&txn.failure).filter_map(|op| op.request.as_ref()).any(|op| match op {
+        etcdserverpb::request_op::Request::RequestTxn(t) => txn_any(t, wanted),
+        op => wanted(op),
+    })
+}
+
+/// etcd's quota cost of a request: what it may add to the store (a put: 256 bytes of overhead
+/// plus its key and value; a lease: 64; a Txn: its costlier branch); 0 for what adds nothing.
+pub(crate) fn quota_cost(request: &QuotaRequest<'_>) -> u64 {
+    use etcdserverpb::request_op::Request as Op;
+    fn branch(ops: &[etcdserverpb::RequestOp]) -> u64 {
+        ops.iter()
+            .filter_map(|op| op.request.as_ref())
+            .map(|op| match op {
+                Op::RequestPut(p) => quota_cost(&QuotaRequest::Put(p)),
+                Op::RequestTxn(t) => quota_cost(&QuotaRequest::Txn(t)),
+                _ => 0,
+            })
+            .sum()
+    }
+    match request {
+        QuotaRequest::Put(p) => 256 + (p.key.len() + p.value.len()) as u64,
+        QuotaRequest::Txn(t) => branch(&t.success).max(branch(&t.failure)),
+        QuotaRequest::LeaseGrant => 64,
+    }
+}
+
+/// A request the quota weighs.
+pub(crate) enum QuotaRequest<'a> {
+    Put(&'a etcdserverpb::PutRequest),
+    Txn(&'a etcdserverpb::TxnRequest),
+    LeaseGrant,
+}
 
 /// Whether a forwarded request failed before it left this member (so retrying cannot apply it
 /// twice): the connection to the leader could not be made (tonic's `ConnectError` is in the
@@ -423,14 +474,27 @@ impl<E: Engine> Shared<E> {
         if req.encoded_len() > self.max_request_bytes { Err(ServerError::RequestTooLarge) } else { Ok(()) }
     }
 
-    /// etcd's backend quota: a write that adds data fails once the store is past its quota.
-    pub fn check_quota(&self, req: &impl Message) -> Result<(), ServerError> {
-        let size = self.db_size.get(self.kv.engine().as_ref());
-        if size.saturating_add(req.encoded_len() as u64) > self.quota_bytes {
-            Err(ServerError::NoSpace)
-        } else {
-            Ok(())
+    /// etcd's backend quota: a write that adds data fails once the store is past its quota
+    /// (and [`Self::refused`] raises the NOSPACE alarm).
+    pub(crate) fn check_quota(&self, req: &QuotaRequest<'_>) -> Result<(), ServerError> {
+        let cost = quota_cost(req);
+        if cost == 0 {
+            return Ok(());
         }
+        let size = self.db_size.get(self.kv.engine().as_ref());
+        if size.saturating_add(cost) >= self.quota_bytes { Err(ServerError::NoSpace) } else { Ok(()) }
+    }
+
+    /// A request refused by its checks: a refusal for space raises this member's NOSPACE alarm
+    /// first (through the log, so every member refuses what adds data), as etcd's quota does.
+    pub async fn refused(&self, e: ServerError) -> ServerError {
+        if matches!(e, ServerError::NoSpace)
+            && !self.replica.alarms().active(etcdserverpb::AlarmType::Nospace)
+            && let Err(failed) = self.replica.raise_alarm(etcdserverpb::AlarmType::Nospace, self.request_timeout).await
+        {
+            tracing::warn!(error = %failed, "could not raise the NOSPACE alarm");
+        }
+        e
     }
 }
 
