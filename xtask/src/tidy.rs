@@ -30,6 +30,22 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "ferrocd-bbolt",
         &["ferrocd-proto", "ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-server", "rocksdb", "tokio"],
     ),
+    // The SDK: `cargo add ferrocd-client` pulls no RocksDB, no storage and no server crate.
+    (
+        "ferrocd-client",
+        &[
+            "rocksdb",
+            "ferrocd-engine",
+            "ferrocd-engine-rocks",
+            "ferrocd-mvcc",
+            "ferrocd-watch",
+            "ferrocd-lease",
+            "ferrocd-auth",
+            "ferrocd-raft",
+            "ferrocd-server",
+            "ferrocd-backup",
+        ],
+    ),
     // etcd's schema over any engine: no RocksDB, no Raft, no server (and, as a messages-only
     // crate below, no RPC).
     ("ferrocd-backup", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-raft", "ferrocd-server"]),

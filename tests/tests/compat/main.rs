@@ -14,6 +14,7 @@ mod grpc;
 mod http;
 mod lease;
 mod recipes;
+mod sdk;
 mod suite;
 mod tls;
 mod watch;
