@@ -41,6 +41,9 @@ pub enum Error {
     /// A lease a keep-alive found gone (expired or revoked).
     #[error("etcdserver: requested lease not found")]
     LeaseExpired { id: i64 },
+    /// A lock or election recipe's own refusal.
+    #[error("{0}")]
+    Recipe(#[from] crate::concurrency::RecipeError),
     /// A snapshot stream that is not whole.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -126,6 +129,29 @@ fn is_connect_error(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// The gRPC status a server answers for this error, as etcd's Lock and Election services
+/// answer their recipes' errors.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Etcd { code, status_message, .. } => tonic::Status::new(code, status_message),
+            Error::Grpc(status) => status,
+            Error::DeadlineExceeded { last, .. } => tonic::Status::from(*last),
+            Error::WatchCanceled { reason, .. } if reason.is_empty() => {
+                tonic::Status::unavailable(EtcdError::WatchCanceled.message())
+            }
+            Error::WatchCanceled { reason, .. } => {
+                tonic::Status::unavailable(format!("{}: {reason}", EtcdError::WatchCanceled.message()))
+            }
+            Error::LeaseExpired { .. } => tonic::Status::not_found(EtcdError::LeaseNotFound.message()),
+            Error::InvalidArgs(_) | Error::InvalidEndpoint { .. } | Error::NoEndpoints => {
+                tonic::Status::invalid_argument(e.to_string())
+            }
+            Error::Recipe(_) | Error::Snapshot(_) | Error::Io { .. } => tonic::Status::unknown(e.to_string()),
+        }
+    }
 }
 
 impl From<tonic::Status> for Error {

@@ -13,6 +13,7 @@
 //! | [`lease`] | grant / revoke / time-to-live / list, and a keep-alive task |
 //! | [`cluster`] | members: list, add (learners too), promote, update, remove |
 //! | [`auth`] | auth on and off, users, roles, permissions |
+//! | [`concurrency`] | etcd's recipes: a lock and a leader election |
 //! | [`maintenance`] | status, alarms, defragment, hashes, move-leader, snapshots to a file |
 //!
 //! ```no_run
@@ -31,6 +32,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod concurrency;
 mod error;
 pub mod kv;
 pub mod lease;
@@ -45,7 +47,7 @@ use std::time::Duration;
 use ferrocd_proto::etcdserverpb::AuthenticateRequest;
 use ferrocd_proto::etcdserverpb::auth_client::AuthClient;
 use tokio::time::Instant;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::metadata::{Ascii, AsciiMetadataValue, MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use error::{Error, EtcdError, Result};
@@ -197,6 +199,8 @@ impl TlsOptions {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Metadata every request of this handle carries (see [`Client::with_metadata`]).
+    metadata: Arc<Vec<(MetadataKey<Ascii>, AsciiMetadataValue)>>,
 }
 
 #[derive(Debug)]
@@ -236,18 +240,37 @@ impl Client {
         if channels.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        let client = Client {
-            inner: Arc::new(Inner {
-                endpoints: channels,
-                current: AtomicUsize::new(0),
-                token: RwLock::new(None),
-                options,
-            }),
-        };
+        let client = Client::over(channels, options);
         if client.inner.options.user.is_some() {
             client.authenticate().await?;
         }
         Ok(client)
+    }
+
+    /// A client over a channel made elsewhere (an in-process connection, a custom connector),
+    /// known as endpoint `name`. No authentication happens here: give it a user and call
+    /// [`Client::authenticate`], or carry credentials with [`Client::with_metadata`].
+    pub fn from_channel(name: impl Into<String>, channel: Channel, options: ConnectOptions) -> Client {
+        Client::over(vec![(name.into(), channel)], options)
+    }
+
+    fn over(endpoints: Vec<(String, Channel)>, options: ConnectOptions) -> Client {
+        let inner = Inner { endpoints, current: AtomicUsize::new(0), token: RwLock::new(None), options };
+        Client { inner: Arc::new(inner), metadata: Arc::new(Vec::new()) }
+    }
+
+    /// This client (same connections, same token) with `key: value` added to the metadata of
+    /// every request it sends.
+    ///
+    /// # Errors
+    /// A key or value gRPC metadata cannot carry.
+    pub fn with_metadata(&self, key: &str, value: &str) -> Result<Client> {
+        let invalid = |what: &str| Error::InvalidArgs(format!("metadata {what} {key:?} is not valid"));
+        let key = MetadataKey::from_bytes(key.as_bytes()).map_err(|_| invalid("key"))?;
+        let value = AsciiMetadataValue::try_from(value).map_err(|_| invalid("value of"))?;
+        let mut metadata = (*self.metadata).clone();
+        metadata.push((key, value));
+        Ok(Client { inner: Arc::clone(&self.inner), metadata: Arc::new(metadata) })
     }
 
     /// The endpoints this client calls, as given.
@@ -292,6 +315,9 @@ impl Client {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &*self.inner.token.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             request.metadata_mut().insert("token", token.clone());
+        }
+        for (key, value) in self.metadata.iter() {
+            request.metadata_mut().insert(key.clone(), value.clone());
         }
         if self.inner.options.require_leader {
             request.metadata_mut().insert("hasleader", MetadataValue::from_static("true"));

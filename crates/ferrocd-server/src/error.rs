@@ -72,19 +72,6 @@ pub enum ServerError {
     /// The server's own client (Lock and Election run as clients of it) before it listens.
     #[error("etcdserver: server is not serving yet")]
     NotServing,
-    /// A watch a recipe waits on was canceled, with the server's reason.
-    #[error("etcdserver: watch canceled{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
-    WatchCanceled(String),
-    /// Lock: the session's lease (and with it the lock's key) is gone (etcd's concurrency
-    /// package; gRPC Unknown, as etcd's server-side recipes return it).
-    #[error("mutex: session is expired")]
-    SessionExpired,
-    /// Election: the caller's leader key is no longer the leader.
-    #[error("election: not leader")]
-    ElectionNotLeader,
-    /// Election: nobody has campaigned.
-    #[error("election: no leader")]
-    ElectionNoLeader,
     /// Election: a request without its `leader` field.
     #[error("\"leader\" field must be provided")]
     MissingLeaderField,
@@ -165,17 +152,13 @@ impl From<ServerError> for Status {
             | ServerError::NotLeaderToMove
             | ServerError::BadLeaderTransferee
             | ServerError::NoInflightDowngrade => Code::FailedPrecondition,
-            ServerError::UnhealthyCluster
-            | ServerError::NotServing
-            | ServerError::WatchCanceled(_)
-            | ServerError::LeaderUnreachable(_) => Code::Unavailable,
+            ServerError::UnhealthyCluster | ServerError::NotServing | ServerError::LeaderUnreachable(_) => {
+                Code::Unavailable
+            }
             ServerError::InvalidPeerUrls | ServerError::BadJson(_) => Code::InvalidArgument,
             ServerError::MemberNotFound => Code::NotFound,
             ServerError::Unimplemented(_) | ServerError::Unsupported(_) => Code::Unimplemented,
-            ServerError::SessionExpired
-            | ServerError::ElectionNotLeader
-            | ServerError::ElectionNoLeader
-            | ServerError::MissingLeaderField => Code::Unknown,
+            ServerError::MissingLeaderField => Code::Unknown,
             ServerError::Storage(_) | ServerError::Encoding(_) => Code::Internal,
         };
         Status::new(c, e.to_string())

@@ -342,3 +342,52 @@ fn auth_management_and_a_token_refreshed_when_it_expires() {
         assert_eq!(err.etcd(), Some(EtcdError::AuthNotEnabled), "{err}");
     });
 }
+
+/// The SDK's lock and election recipes, run client-side against ferrocd and a real etcd: a
+/// second locker waits for the first to unlock; an observer sees the leader, its proclamation
+/// and the next leader after a resignation.
+#[test]
+fn lock_and_election_recipes_run_by_the_sdk() {
+    use ferrocd_client::concurrency::RecipeError;
+    for kind in [Kind::Ferrocd, Kind::Etcd] {
+        let member = Member::start(kind, &[]);
+        let sdk = Sdk::connect(&[member.url()]);
+        sdk.rt.block_on(async {
+            let c = &sdk.client;
+            let held = c.lock("jobs", None).await.unwrap();
+            let waiting = {
+                let c = c.clone();
+                tokio::spawn(async move { c.lock("jobs", None).await })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!waiting.is_finished(), "{kind:?}: the second locker got a held lock");
+            c.unlock(held.key.clone()).await.unwrap();
+            let second = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap().unwrap();
+            assert_ne!(second.key, held.key);
+            assert!(second.key.starts_with(b"jobs/"));
+
+            let err = c.leader("board").await.unwrap_err();
+            assert!(matches!(err, ferrocd_client::Error::Recipe(RecipeError::NoLeader)), "{kind:?}: {err}");
+            let mut observer = c.observe("board");
+            let first = c.campaign("board", "one", None).await.unwrap().leader.unwrap();
+            let seen = |r: Option<ferrocd_client::Result<ferrocd_client::concurrency::LeaderResponse>>| {
+                r.unwrap().unwrap().kv.unwrap().value
+            };
+            assert_eq!(seen(observer.recv().await), b"one");
+            c.proclaim(&first, "one again").await.unwrap();
+            assert_eq!(seen(observer.recv().await), b"one again");
+            let runner_up = {
+                let c = c.clone();
+                tokio::spawn(async move { c.campaign("board", "two", None).await })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!runner_up.is_finished(), "{kind:?}: two leaders");
+            c.resign(&first).await.unwrap();
+            let second = tokio::time::timeout(WAIT, runner_up).await.unwrap().unwrap().unwrap().leader.unwrap();
+            assert_eq!(seen(observer.recv().await), b"two");
+            assert_eq!(c.leader("board").await.unwrap().kv.unwrap().key, second.key);
+            let err = c.proclaim(&first, "stale").await.unwrap_err();
+            assert!(matches!(err, ferrocd_client::Error::Recipe(RecipeError::NotLeader)), "{kind:?}: {err}");
+        });
+    }
+}
