@@ -198,7 +198,7 @@ impl GetOptions {
         self
     }
 
-    fn build(&self, key: Vec<u8>) -> RangeRequest {
+    pub(crate) fn build(&self, key: Vec<u8>) -> RangeRequest {
         let (key, range_end) = self.span.resolve(key);
         RangeRequest { key, range_end, ..self.request.clone() }
     }
@@ -243,7 +243,7 @@ impl PutOptions {
         self
     }
 
-    fn build(&self, key: Vec<u8>, value: Vec<u8>) -> PutRequest {
+    pub(crate) fn build(&self, key: Vec<u8>, value: Vec<u8>) -> PutRequest {
         PutRequest { key, value, ..self.request.clone() }
     }
 }
@@ -269,7 +269,7 @@ impl DeleteOptions {
         self
     }
 
-    fn build(&self, key: Vec<u8>) -> DeleteRangeRequest {
+    pub(crate) fn build(&self, key: Vec<u8>) -> DeleteRangeRequest {
         let (key, range_end) = self.span.resolve(key);
         DeleteRangeRequest { key, range_end, prev_kv: self.prev_kv }
     }
@@ -298,7 +298,7 @@ impl From<CompareOp> for CompareResult {
 /// One condition of a [`Txn`]: a key's (or a range's) value, version, create or mod revision,
 /// or lease compared with a given one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Compare(ferrocd_proto::etcdserverpb::Compare);
+pub struct Compare(pub(crate) ferrocd_proto::etcdserverpb::Compare);
 
 impl Compare {
     fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget, union: TargetUnion) -> Self {
@@ -358,7 +358,7 @@ impl Compare {
 
 /// One operation of a [`Txn`] branch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TxnOp(RequestOp);
+pub struct TxnOp(pub(crate) RequestOp);
 
 impl TxnOp {
     pub fn get(key: impl Into<Vec<u8>>, options: Option<GetOptions>) -> Self {
@@ -391,7 +391,7 @@ impl TxnOp {
 /// A transaction: if every compare holds, the `and_then` branch runs, else the `or_else` one,
 /// all at one revision.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Txn(TxnRequest);
+pub struct Txn(pub(crate) TxnRequest);
 
 impl Txn {
     pub fn new() -> Self {
@@ -440,8 +440,7 @@ impl Client {
     /// etcd's: e.g. [`crate::EtcdError::Compacted`] or [`crate::EtcdError::FutureRev`] for a
     /// revision out of reach; an unreachable cluster.
     pub async fn get(&self, key: impl Into<Vec<u8>>, options: Option<GetOptions>) -> Result<RangeResponse> {
-        let request = options.unwrap_or_default().build(key.into());
-        self.call(request, Repeat::Idempotent, |ch, r| async move { KvClient::new(ch).range(r).await }).await
+        self.range(options.unwrap_or_default().build(key.into())).await
     }
 
     /// Sets the key's value.
@@ -454,8 +453,7 @@ impl Client {
         value: impl Into<Vec<u8>>,
         options: Option<PutOptions>,
     ) -> Result<PutResponse> {
-        let request = options.unwrap_or_default().build(key.into(), value.into());
-        self.call(request, Repeat::Once, |ch, r| async move { KvClient::new(ch).put(r).await }).await
+        self.put_request(options.unwrap_or_default().build(key.into(), value.into())).await
     }
 
     /// Deletes the key (or the keys the options name).
@@ -463,8 +461,7 @@ impl Client {
     /// # Errors
     /// etcd's; an unreachable cluster.
     pub async fn delete(&self, key: impl Into<Vec<u8>>, options: Option<DeleteOptions>) -> Result<DeleteRangeResponse> {
-        let request = options.unwrap_or_default().build(key.into());
-        self.call(request, Repeat::Once, |ch, r| async move { KvClient::new(ch).delete_range(r).await }).await
+        self.delete_range(options.unwrap_or_default().build(key.into())).await
     }
 
     /// Runs a transaction.
@@ -474,6 +471,18 @@ impl Client {
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let repeat = if txn.writes() { Repeat::Once } else { Repeat::Idempotent };
         self.call(txn.0, repeat, |ch, r| async move { KvClient::new(ch).txn(r).await }).await
+    }
+
+    pub(crate) async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        self.call(request, Repeat::Idempotent, |ch, r| async move { KvClient::new(ch).range(r).await }).await
+    }
+
+    pub(crate) async fn put_request(&self, request: PutRequest) -> Result<PutResponse> {
+        self.call(request, Repeat::Once, |ch, r| async move { KvClient::new(ch).put(r).await }).await
+    }
+
+    pub(crate) async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.call(request, Repeat::Once, |ch, r| async move { KvClient::new(ch).delete_range(r).await }).await
     }
 
     /// Compacts the history up to `revision`; with `physical`, answers once the space is freed.

@@ -15,6 +15,8 @@
 //! | [`auth`] | auth on and off, users, roles, permissions |
 //! | [`concurrency`] | etcd's recipes: a lock and a leader election |
 //! | [`maintenance`] | status, alarms, defragment, hashes, move-leader, snapshots to a file |
+//! | [`namespace`] | the cluster seen through a key prefix |
+//! | [`stm`] | etcd's software transactional memory: retried transactions at four isolation levels |
 //!
 //! ```no_run
 //! # async fn example() -> ferrocd_client::Result<()> {
@@ -37,6 +39,8 @@ mod error;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod namespace;
+pub mod stm;
 pub mod watch;
 
 use std::future::Future;

@@ -88,7 +88,7 @@ impl WatchOptions {
         self
     }
 
-    fn build(&self, key: Vec<u8>) -> WatchCreateRequest {
+    pub(crate) fn build(&self, key: Vec<u8>) -> WatchCreateRequest {
         let (key, range_end) = self.span.resolve(key);
         WatchCreateRequest { key, range_end, ..self.request.clone() }
     }
@@ -148,11 +148,17 @@ impl Client {
     /// # Errors
     /// The first attempt's refusal (e.g. permission denied) or cancellation.
     pub async fn watch(&self, key: impl Into<Vec<u8>>, options: Option<WatchOptions>) -> Result<WatchStream> {
-        let create = options.unwrap_or_default().build(key.into());
+        self.watch_request(options.unwrap_or_default().build(key.into()), 0).await
+    }
+
+    /// A watch of `create`, its events' keys without their first `strip` bytes (a namespace's
+    /// prefix).
+    pub(crate) async fn watch_request(&self, create: WatchCreateRequest, strip: usize) -> Result<WatchStream> {
         let (tx, rx) = mpsc::channel(64);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (ready, created) = oneshot::channel();
-        let task = tokio::spawn(Resuming { client: self.clone(), create, tx, ready: Some(ready) }.run(control_rx));
+        let resuming = Resuming { client: self.clone(), create, strip, tx, ready: Some(ready) };
+        let task = tokio::spawn(resuming.run(control_rx));
         let stream = WatchStream { rx, control, task };
         match created.await {
             Ok(Ok(())) => Ok(stream),
@@ -167,6 +173,8 @@ impl Client {
 struct Resuming {
     client: Client,
     create: WatchCreateRequest,
+    /// How many bytes to take off the front of every key delivered.
+    strip: usize,
     tx: mpsc::Sender<Result<WatchResponse>>,
     /// Told when the first server accepted the watch, or refused it for good.
     ready: Option<oneshot::Sender<Result<()>>>,
@@ -289,6 +297,12 @@ impl Resuming {
             } else {
                 // A progress notification: everything up to its revision was sent.
                 self.create.start_revision = self.create.start_revision.max(revision + 1);
+            }
+            if self.strip > 0 {
+                for event in &mut response.events {
+                    crate::namespace::strip_prefix(self.strip, event.kv.as_mut());
+                    crate::namespace::strip_prefix(self.strip, event.prev_kv.as_mut());
+                }
             }
             if self.tx.send(Ok(response)).await.is_err() {
                 return Ended::Done;

@@ -391,3 +391,129 @@ fn lock_and_election_recipes_run_by_the_sdk() {
         });
     }
 }
+
+async fn balance(stm: &mut ferrocd_client::stm::Stm, account: &str) -> ferrocd_client::Result<i64> {
+    let v = stm.get(account).await?.expect("an account");
+    Ok(String::from_utf8(v).unwrap().parse().unwrap())
+}
+
+/// A namespace sees only its keys, by their short names, in every kind of request and in
+/// watches; the STM's serializable levels keep concurrent transfers from losing money.
+#[test]
+fn namespaces_and_the_stm_against_ferrocd_and_etcd() {
+    use ferrocd_client::stm::Isolation;
+    for kind in [Kind::Ferrocd, Kind::Etcd] {
+        let member = Member::start(kind, &[]);
+        let sdk = Sdk::connect(&[member.url()]);
+        sdk.rt.block_on(async {
+            let c = &sdk.client;
+            c.put("outside", "x", None).await.unwrap();
+            c.put("blue0", "just past the prefix", None).await.unwrap();
+            let ns = c.namespace("blue/");
+            let mut watch = ns.watch("", Some(WatchOptions::new().with_all_keys().with_prev_key())).await.unwrap();
+            assert!(watch.message().await.unwrap().unwrap().created);
+            ns.put("a", "1", None).await.unwrap();
+            let put = ns.put("a", "2", Some(PutOptions::new().with_prev_key())).await.unwrap();
+            assert_eq!(put.prev_kv.unwrap().key, b"a", "{kind:?}");
+            ns.put("b", "3", None).await.unwrap();
+            assert_eq!(c.get("blue/a", None).await.unwrap().kvs[0].value, b"2");
+            let all = ns.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+            let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.clone()).collect();
+            assert_eq!(keys, [b"a".to_vec(), b"b".to_vec()], "{kind:?}");
+            let from = ns.get("b", Some(GetOptions::new().with_from_key())).await.unwrap();
+            assert_eq!(from.count, 1, "{kind:?}: a from-key range left the namespace");
+            let txn = Txn::new()
+                .when([Compare::value("a", CompareOp::Equal, "2")])
+                .and_then([TxnOp::get("", Some(GetOptions::new().with_prefix())), TxnOp::put("c", "4", None)]);
+            let reply = ns.txn(txn).await.unwrap();
+            assert!(reply.succeeded, "{kind:?}");
+            let Some(ferrocd_proto::etcdserverpb::response_op::Response::ResponseRange(r)) =
+                &reply.responses[0].response
+            else {
+                panic!("{kind:?}: {reply:?}")
+            };
+            assert_eq!(r.kvs.len(), 2);
+            assert!(r.kvs.iter().all(|kv| !kv.key.starts_with(b"blue/")));
+            let deleted = ns.delete("", Some(DeleteOptions::new().with_all_keys().with_prev_key())).await.unwrap();
+            assert_eq!(deleted.deleted, 3, "{kind:?}");
+            assert!(deleted.prev_kvs.iter().all(|kv| !kv.key.starts_with(b"blue/")));
+            assert_eq!(c.get("outside", None).await.unwrap().count, 1);
+            assert_eq!(c.get("blue0", None).await.unwrap().count, 1);
+            let mut seen = Vec::new();
+            while seen.len() < 7 {
+                for e in watch.message().await.unwrap().unwrap().events {
+                    seen.push((e.r#type(), e.kv.unwrap().key));
+                }
+            }
+            let short = |k: &str| k.as_bytes().to_vec();
+            assert_eq!(
+                seen,
+                [
+                    (EventType::Put, short("a")),
+                    (EventType::Put, short("a")),
+                    (EventType::Put, short("b")),
+                    (EventType::Put, short("c")),
+                    (EventType::Delete, short("a")),
+                    (EventType::Delete, short("b")),
+                    (EventType::Delete, short("c")),
+                ],
+                "{kind:?}"
+            );
+
+            // Concurrent transfers between three accounts: the total stays what it was.
+            for isolation in [Isolation::SerializableSnapshot, Isolation::Serializable, Isolation::RepeatableReads] {
+                let accounts = ["acct/0", "acct/1", "acct/2"];
+                for a in accounts {
+                    c.put(a, "100", None).await.unwrap();
+                }
+                let workers: Vec<_> = (0..4)
+                    .map(|w| {
+                        let c = c.clone();
+                        tokio::spawn(async move {
+                            let mut attempts = 0;
+                            for i in 0..10 {
+                                let (from, to) = (accounts[(w + i) % 3], accounts[(w + i + 1) % 3]);
+                                let done = c
+                                    .stm(isolation, |stm| {
+                                        Box::pin(async move {
+                                            let (f, t) = (balance(stm, from).await?, balance(stm, to).await?);
+                                            stm.put(from, (f - 7).to_string(), None);
+                                            stm.put(to, (t + 7).to_string(), None);
+                                            Ok(())
+                                        })
+                                    })
+                                    .await
+                                    .unwrap();
+                                attempts += done.attempts;
+                            }
+                            attempts
+                        })
+                    })
+                    .collect();
+                let mut attempts = 0;
+                for w in workers {
+                    attempts += tokio::time::timeout(WAIT, w).await.unwrap().unwrap();
+                }
+                let mut total = 0;
+                for a in accounts {
+                    let v = c.get(a, None).await.unwrap().kvs[0].value.clone();
+                    total += String::from_utf8(v).unwrap().parse::<i64>().unwrap();
+                }
+                assert_eq!(total, 300, "{kind:?} {isolation:?}: money appeared or vanished");
+                assert!(attempts >= 40, "{kind:?} {isolation:?}");
+            }
+            // A function's error ends the STM with nothing written.
+            let err = c
+                .stm(Isolation::default(), |stm| {
+                    Box::pin(async move {
+                        stm.put("never", "written", None);
+                        Err::<(), _>(ferrocd_client::Error::InvalidArgs("changed my mind".into()))
+                    })
+                })
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("changed my mind"), "{err}");
+            assert_eq!(c.get("never", None).await.unwrap().count, 0);
+        });
+    }
+}
