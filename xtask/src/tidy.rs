@@ -6,6 +6,20 @@ use std::path::Path;
 
 use crate::{Result, cargo, workspace_root};
 
+/// What a client (the SDK, the CLI) must never pull: storage, server, RocksDB.
+const SERVER_SIDE: &[&str] = &[
+    "rocksdb",
+    "ferrocd-engine",
+    "ferrocd-engine-rocks",
+    "ferrocd-mvcc",
+    "ferrocd-watch",
+    "ferrocd-lease",
+    "ferrocd-auth",
+    "ferrocd-raft",
+    "ferrocd-server",
+    "ferrocd-backup",
+];
+
 /// `(crate, crates it must never depend on, directly or not)`.
 const FORBIDDEN: &[(&str, &[&str])] = &[
     ("ferrocd-engine", &["ferrocd-proto", "ferrocd-types", "ferrocd-mvcc", "ferrocd-server", "rocksdb"]),
@@ -31,21 +45,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["ferrocd-proto", "ferrocd-types", "ferrocd-engine", "ferrocd-mvcc", "ferrocd-server", "rocksdb", "tokio"],
     ),
     // The SDK: `cargo add ferrocd-client` pulls no RocksDB, no storage and no server crate.
-    (
-        "ferrocd-client",
-        &[
-            "rocksdb",
-            "ferrocd-engine",
-            "ferrocd-engine-rocks",
-            "ferrocd-mvcc",
-            "ferrocd-watch",
-            "ferrocd-lease",
-            "ferrocd-auth",
-            "ferrocd-raft",
-            "ferrocd-server",
-            "ferrocd-backup",
-        ],
-    ),
+    ("ferrocd-client", SERVER_SIDE),
+    // The CLI is a client like any other: what the SDK may not pull, neither may it.
+    ("ferrocdctl", SERVER_SIDE),
     // etcd's schema over any engine: no RocksDB, no Raft, no server (and, as a messages-only
     // crate below, no RPC).
     ("ferrocd-backup", &["rocksdb", "ferrocd-engine-rocks", "ferrocd-raft", "ferrocd-server"]),

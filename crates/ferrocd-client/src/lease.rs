@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
 use ferrocd_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::watch;
 
@@ -75,19 +75,27 @@ impl Client {
     /// # Errors
     /// [`Error::LeaseExpired`] when the lease is gone; an unreachable cluster.
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64> {
-        let ttl = self
+        Ok(self.lease_keep_alive_response(id).await?.ttl)
+    }
+
+    /// [`Client::lease_keep_alive_once`]'s whole answer, header included.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExpired`] when the lease is gone; an unreachable cluster.
+    pub async fn lease_keep_alive_response(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+        let reply = self
             .call(id, Repeat::Idempotent, |ch, r: tonic::Request<i64>| async move {
                 let (metadata, extensions, id) = r.into_parts();
                 let request =
                     tonic::Request::from_parts(metadata, extensions, tokio_stream::once(LeaseKeepAliveRequest { id }));
                 let mut stream = LeaseClient::new(ch).lease_keep_alive(request).await?.into_inner();
                 match stream.message().await? {
-                    Some(reply) => Ok(tonic::Response::new(reply.ttl)),
+                    Some(reply) => Ok(tonic::Response::new(reply)),
                     None => Err(tonic::Status::unavailable("the keep-alive stream ended")),
                 }
             })
             .await?;
-        if ttl <= 0 { Err(Error::LeaseExpired { id }) } else { Ok(ttl) }
+        if reply.ttl <= 0 { Err(Error::LeaseExpired { id }) } else { Ok(reply) }
     }
 
     /// A task that renews the lease every third of its TTL (as etcd's clients do) until the

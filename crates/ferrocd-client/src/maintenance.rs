@@ -71,11 +71,7 @@ impl Client {
     /// # Errors
     /// An unreachable cluster.
     pub async fn alarms(&self) -> Result<Vec<AlarmMember>> {
-        let request = AlarmRequest { action: AlarmAction::Get as i32, member_id: 0, alarm: AlarmType::None as i32 };
-        let reply: AlarmResponse = self
-            .call(request, Repeat::Idempotent, |ch, r| async move { MaintenanceClient::new(ch).alarm(r).await })
-            .await?;
-        Ok(reply.alarms)
+        Ok(self.alarm_response(AlarmAction::Get, AlarmType::None, 0).await?.alarms)
     }
 
     /// Raises (`Activate`) or clears (`Deactivate`) `alarm` for member `member_id`; the alarms
@@ -84,11 +80,16 @@ impl Client {
     /// # Errors
     /// etcd's (root only when auth is on); an unreachable cluster.
     pub async fn alarm(&self, action: AlarmAction, alarm: AlarmType, member_id: u64) -> Result<Vec<AlarmMember>> {
+        Ok(self.alarm_response(action, alarm, member_id).await?.alarms)
+    }
+
+    /// [`Client::alarm`]'s whole answer, header included (`Get` lists every alarm).
+    ///
+    /// # Errors
+    /// etcd's (root only when auth is on); an unreachable cluster.
+    pub async fn alarm_response(&self, action: AlarmAction, alarm: AlarmType, member_id: u64) -> Result<AlarmResponse> {
         let request = AlarmRequest { action: action as i32, member_id, alarm: alarm as i32 };
-        let reply: AlarmResponse = self
-            .call(request, Repeat::Idempotent, |ch, r| async move { MaintenanceClient::new(ch).alarm(r).await })
-            .await?;
-        Ok(reply.alarms)
+        self.call(request, Repeat::Idempotent, |ch, r| async move { MaintenanceClient::new(ch).alarm(r).await }).await
     }
 
     /// Defragments the backend of the member at `endpoint`.

@@ -81,7 +81,19 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// # Panics
 /// When it cannot be found.
 pub fn ferrocd_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("FERROCD_BIN") {
+    workspace_bin("ferrocd", "FERROCD_BIN", "ferrocd-server")
+}
+
+/// The `ferrocdctl` binary: `$FERROCDCTL_BIN`, or the one cargo built beside the running test.
+///
+/// # Panics
+/// When it has not been built.
+pub fn ferrocdctl_bin() -> PathBuf {
+    workspace_bin("ferrocdctl", "FERROCDCTL_BIN", "ferrocdctl")
+}
+
+fn workspace_bin(name: &str, env: &str, package: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env) {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -89,12 +101,12 @@ pub fn ferrocd_bin() -> PathBuf {
     let dir = exe.parent().expect("a target directory");
     let bin = [dir, dir.parent().unwrap_or(dir)]
         .iter()
-        .map(|dir| dir.join("ferrocd"))
+        .map(|dir| dir.join(name))
         .find(|bin| bin.exists())
-        .unwrap_or_else(|| dir.join("ferrocd"));
+        .unwrap_or_else(|| dir.join(name));
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p ferrocd-server` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
         bin.display()
     );
     bin

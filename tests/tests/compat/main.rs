@@ -6,6 +6,7 @@ mod auth_matrix;
 mod backup;
 mod client;
 mod cluster;
+mod ctl;
 mod differential;
 mod durability;
 mod etcdctl;
