@@ -155,7 +155,9 @@ fn is_root() -> bool {
 }
 
 fn test(extra: &[String]) -> Result {
-    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]).args(extra))
+    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]).args(extra))?;
+    // `--all-targets` leaves doctests out; they run after, once the binaries they start exist.
+    if extra.is_empty() { run(cargo().args(["test", "--workspace", "--doc", "--no-fail-fast"])) } else { Ok(()) }
 }
 
 fn lint() -> Result {

@@ -1,7 +1,9 @@
 //! Auth management: enabling auth, users, roles and their key-range permissions.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::auth::PermissionType;
 //!
 //! client.user_add("root", "secret").await?;
@@ -9,8 +11,8 @@
 //! client.role_add("reader").await?;
 //! client.role_grant_permission("reader", PermissionType::Read, "config/", Some("config0")).await?;
 //! client.auth_enable().await?;
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use ferrocd_proto::authpb::Permission;

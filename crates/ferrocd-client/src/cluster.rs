@@ -1,14 +1,18 @@
 //! Membership: [`Client::member_list`], [`Client::member_add`] (voting or learner),
 //! [`Client::member_promote`], [`Client::member_update`], [`Client::member_remove`].
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! let added = client.member_add(["http://10.0.0.4:2380"], true).await?;
 //! let id = added.member.expect("the new member").id;
-//! // ... once the learner has caught up:
-//! client.member_promote(id).await?;
-//! # Ok(())
-//! # }
+//! let members = client.member_list(true).await?.members;
+//! assert!(members.iter().any(|m| m.id == id && m.is_learner));
+//! // Once the learner has caught up: `client.member_promote(id)`. Or, changing one's mind:
+//! client.member_remove(id).await?;
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;

@@ -9,14 +9,16 @@
 //! the deletion of the key just ahead of theirs. A contender that gives up (its call dropped)
 //! withdraws its key.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! let lease = client.lease_grant(30, None).await?.id;
 //! let held = client.lock("jobs/nightly", Some(lease)).await?;
 //! // ... the critical section ...
 //! client.unlock(held.key).await?;
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use ferrocd_proto::etcdserverpb::ResponseHeader;

@@ -1,8 +1,10 @@
 //! Keys and values: [`Client::get`], [`Client::put`], [`Client::delete`], [`Client::txn`],
 //! [`Client::compact`], with builders for every option etcd's requests carry.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::kv::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 //!
 //! // Create `config` only if it does not exist yet.
@@ -12,8 +14,8 @@
 //!     .or_else([TxnOp::get("config", None)]);
 //! let created = client.txn(txn).await?.succeeded;
 //! let previous = client.put("config", "v2", Some(PutOptions::new().with_prev_key())).await?.prev_kv;
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};

@@ -2,8 +2,10 @@
 //! [`Client::lease_leases`], and [`Client::lease_keep_alive`], a task that renews a lease
 //! until it is dropped.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::kv::PutOptions;
 //!
 //! let lease = client.lease_grant(10, None).await?.id;
@@ -11,8 +13,8 @@
 //! let keeper = client.lease_keep_alive(lease).await?;
 //! // ... while `keeper` lives, the lease (and the key) stay.
 //! drop(keeper);
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use std::time::Duration;

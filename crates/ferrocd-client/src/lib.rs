@@ -18,18 +18,20 @@
 //! | [`namespace`] | the cluster seen through a key prefix |
 //! | [`stm`] | etcd's software transactional memory: retried transactions at four isolation levels |
 //!
-//! ```no_run
-//! # async fn example() -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # let endpoint = member.url();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use ferrocd_client::{Client, ConnectOptions, kv::GetOptions};
 //!
-//! let client = Client::connect(["http://127.0.0.1:2379"], ConnectOptions::new()).await?;
+//! let client = Client::connect([endpoint.as_str()], ConnectOptions::new()).await?; // "http://10.0.0.1:2379", ...
 //! client.put("greeting", "hello", None).await?;
 //! let got = client.get("greeting", None).await?;
 //! assert_eq!(got.kvs[0].value, b"hello");
 //! let under = client.get("greet", Some(GetOptions::new().with_prefix().with_count_only())).await?;
 //! assert_eq!(under.count, 1);
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 pub mod auth;
@@ -48,8 +50,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ferrocd_proto::etcdserverpb::AuthenticateRequest;
 use ferrocd_proto::etcdserverpb::auth_client::AuthClient;
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::{AuthenticateRequest, StatusRequest};
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, AsciiMetadataValue, MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -69,6 +72,7 @@ pub struct ConnectOptions {
     max_retries: u32,
     backoff: Duration,
     require_leader: bool,
+    leader_routing: bool,
 }
 
 impl Default for ConnectOptions {
@@ -82,6 +86,7 @@ impl Default for ConnectOptions {
             max_retries: 5,
             backoff: Duration::from_millis(25),
             require_leader: false,
+            leader_routing: false,
         }
     }
 }
@@ -146,6 +151,16 @@ impl ConnectOptions {
         self.require_leader = on;
         self
     }
+
+    /// Sends writes to the endpoint of the leader when one of the endpoints is it, sparing a
+    /// follower's hop to the leader. The leader is found by asking each endpoint's status, and
+    /// looked for again after a failure there or [`LEADER_TTL`] after it was found; reads
+    /// still go to any endpoint.
+    #[must_use]
+    pub fn with_leader_routing(mut self, on: bool) -> Self {
+        self.leader_routing = on;
+        self
+    }
 }
 
 /// TLS settings: the CA that signs the servers' certificates, and this client's own.
@@ -198,6 +213,10 @@ impl TlsOptions {
     }
 }
 
+/// How long a leader found for [`ConnectOptions::with_leader_routing`] is trusted before it is
+/// looked for again (leadership moves without failing the writes a follower forwards).
+pub const LEADER_TTL: Duration = Duration::from_secs(5);
+
 /// A client of an etcd (or ferrocd) cluster; cheap to clone, all clones share connections and
 /// the auth token.
 #[derive(Debug, Clone)]
@@ -214,6 +233,8 @@ struct Inner {
     current: AtomicUsize,
     token: RwLock<Option<AsciiMetadataValue>>,
     options: ConnectOptions,
+    /// With leader routing: the leader's endpoint and when it was found.
+    leader: std::sync::Mutex<Option<(usize, Instant)>>,
 }
 
 /// Whether a call may be sent again after a failure that may have reached a server.
@@ -259,7 +280,13 @@ impl Client {
     }
 
     fn over(endpoints: Vec<(String, Channel)>, options: ConnectOptions) -> Client {
-        let inner = Inner { endpoints, current: AtomicUsize::new(0), token: RwLock::new(None), options };
+        let inner = Inner {
+            endpoints,
+            current: AtomicUsize::new(0),
+            token: RwLock::new(None),
+            options,
+            leader: std::sync::Mutex::new(None),
+        };
         Client { inner: Arc::new(inner), metadata: Arc::new(Vec::new()) }
     }
 
@@ -312,6 +339,41 @@ impl Client {
     pub(crate) fn failed(&self, index: usize) {
         let next = (index + 1) % self.inner.endpoints.len();
         let _ = self.inner.current.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+        let mut leader = self.inner.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if leader.is_some_and(|(i, _)| i == index) {
+            *leader = None;
+        }
+    }
+
+    /// With leader routing, the endpoint writes go to: the leader's, once found.
+    pub fn leader_endpoint(&self) -> Option<String> {
+        let leader = *self.inner.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        leader.map(|(i, _)| self.inner.endpoints[i].0.clone())
+    }
+
+    /// The leader's endpoint, found again when unknown or older than [`LEADER_TTL`]; `None`
+    /// when no endpoint is the leader's or none answers in time.
+    async fn leader_index(&self, deadline: Instant) -> Option<usize> {
+        let known = *self.inner.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((index, found)) = known
+            && found.elapsed() < LEADER_TTL
+        {
+            return Some(index);
+        }
+        let ask = deadline.min(Instant::now() + self.inner.options.connect_timeout);
+        for (index, (_, channel)) in self.inner.endpoints.iter().enumerate() {
+            let request = self.request(StatusRequest {}, Some(ask));
+            let mut maintenance = MaintenanceClient::new(channel.clone());
+            if let Ok(Ok(reply)) = tokio::time::timeout_at(ask, maintenance.status(request)).await {
+                let reply = reply.into_inner();
+                if reply.header.is_some_and(|h| h.member_id == reply.leader) {
+                    *self.inner.leader.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((index, Instant::now()));
+                    return Some(index);
+                }
+            }
+        }
+        None
     }
 
     /// `request` with this client's token, the leader requirement and a deadline.
@@ -358,7 +420,14 @@ impl Client {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (index, channel) = self.pick();
+            let routed = match repeat {
+                Repeat::Once if options.leader_routing => self.leader_index(deadline).await,
+                _ => None,
+            };
+            let (index, channel) = match routed {
+                Some(index) => (index, self.inner.endpoints[index].1.clone()),
+                None => self.pick(),
+            };
             let request = self.request(message.clone(), Some(deadline));
             let err = match tokio::time::timeout_at(deadline, f(channel, request)).await {
                 Ok(Ok(reply)) => return Ok(reply.into_inner()),

@@ -5,14 +5,19 @@
 //! Status, defragmentation, hashes and snapshots are answered by the member asked: these
 //! methods take the endpoint to ask (one of [`Client::endpoints`]).
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! let endpoint = client.endpoints()[0].clone();
 //! let status = client.status(&endpoint).await?;
 //! println!("leader {} at raft index {}", status.leader, status.raft_index);
-//! let size = client.snapshot_to_file(&endpoint, "backup.db".as_ref(), |saved| println!("{saved} bytes")).await?;
-//! # Ok(())
-//! # }
+//! let path = std::env::temp_dir().join(format!("backup-{}.db", std::process::id()));
+//! let size = client.snapshot_to_file(&endpoint, &path, |saved| println!("{saved} bytes")).await?;
+//! assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use std::io::Write as _;

@@ -3,16 +3,18 @@
 //! range that would run to the end of the keyspace ends at the end of the prefix instead, so
 //! an application written for a whole cluster can share one without seeing its neighbours.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::kv::GetOptions;
 //!
 //! let tenant = client.namespace("tenants/blue/");
 //! tenant.put("config", "v1", None).await?; // stored as `tenants/blue/config`
 //! let all = tenant.get("", Some(GetOptions::new().with_all_keys())).await?;
 //! assert_eq!(all.kvs[0].key, b"config");
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use ferrocd_proto::etcdserverpb::request_op::Request as Op;

@@ -3,8 +3,10 @@
 //! that holds only if what it read is still what it would read, and the function runs again
 //! when it does not. The [`Isolation`] level says which reads must still hold.
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::stm::Isolation;
 //!
 //! // Move 10 from one account to another, however many clients do the same at once.
@@ -21,8 +23,8 @@
 //!     })
 //!     .await?;
 //! println!("a holds {} since revision {}", committed.value, committed.revision);
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use std::collections::BTreeMap;

@@ -3,18 +3,24 @@
 //! revision after the last one delivered — nothing missed, nothing repeated. A watch ends only
 //! when dropped, canceled, or canceled by the server for good (its start compacted away).
 //!
-//! ```no_run
-//! # async fn example(client: ferrocd_client::Client) -> ferrocd_client::Result<()> {
+//! ```
+//! # let member = ferrocd_test_utils::Member::start(ferrocd_test_utils::Kind::Ferrocd, &[]);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let client = ferrocd_client::Client::connect([member.url()], Default::default()).await?;
 //! use ferrocd_client::watch::WatchOptions;
 //!
 //! let mut watch = client.watch("config/", Some(WatchOptions::new().with_prefix().with_prev_key())).await?;
+//! client.put("config/a", "1", None).await?;
 //! while let Some(response) = watch.message().await? {
-//!     for event in response.events {
-//!         println!("{:?} {:?}", event.r#type(), event.kv.map(|kv| kv.key));
+//!     for event in &response.events {
+//!         println!("{:?} {:?}", event.r#type(), event.kv.as_ref().map(|kv| &kv.key));
+//!     }
+//!     if !response.events.is_empty() {
+//!         break;
 //!     }
 //! }
-//! # Ok(())
-//! # }
+//! # Ok::<(), ferrocd_client::Error>(())
+//! # }).unwrap();
 //! ```
 
 use std::pin::Pin;

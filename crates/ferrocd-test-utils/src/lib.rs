@@ -99,11 +99,17 @@ fn workspace_bin(name: &str, env: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // A tool beside it (target/<profile>/<tool>), or a test (target/<profile>/deps/<test>).
     let dir = exe.parent().expect("a target directory");
-    let bin = [dir, dir.parent().unwrap_or(dir)]
-        .iter()
-        .map(|dir| dir.join(name))
-        .find(|bin| bin.exists())
-        .unwrap_or_else(|| dir.join(name));
+    // Doctests run from a temporary directory: then the target directory cargo was given, or
+    // the workspace's own.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin =
+        [dir.to_path_buf(), dir.parent().unwrap_or(dir).to_path_buf(), target.join("debug"), target.join("release")]
+            .iter()
+            .map(|dir| dir.join(name))
+            .find(|bin| bin.exists())
+            .unwrap_or_else(|| dir.join(name));
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",

@@ -1,7 +1,7 @@
 //! member, endpoint, alarm, defrag, move-leader, snapshot save, lock and elect.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args, Subcommand};
 use ferrocd_client::Client;
@@ -9,6 +9,7 @@ use ferrocd_client::proto::alarm_request::AlarmAction;
 use ferrocd_client::proto::{AlarmResponse, AlarmType, RangeResponse};
 
 use crate::print::{Format, Health};
+use crate::progress::Progress;
 use crate::{CtlError, CtlResult, Ctx, exit, go};
 
 #[derive(Debug, Subcommand)]
@@ -326,43 +327,19 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> CtlResult {
         )));
     };
     let client = ctx.client().await?;
-    let bar = Progress::new("Saving snapshot");
+    let bar = Progress::new();
+    let line = |bytes: u64, elapsed: Duration| {
+        let rate = go::human_bytes((bytes as f64 / elapsed.as_secs_f64().max(1e-3)) as u64);
+        format!("Saving snapshot: {} ({rate}/s)", go::human_bytes(bytes))
+    };
     let saved = client
-        .snapshot_to_file(ep, Path::new(path), |n| bar.show(n))
+        .snapshot_to_file(ep, Path::new(path), |n| bar.show(|t| line(n, t)))
         .await
         .map_err(|e| CtlError::client(exit::INTERRUPTED, &e))?;
-    bar.finish(saved);
+    bar.show(|t| line(saved, t));
+    bar.finish();
     println!("Snapshot saved at {path}");
     Ok(())
-}
-
-/// A progress line on stderr, only when stderr is a terminal.
-struct Progress {
-    label: &'static str,
-    on: bool,
-    start: Instant,
-}
-
-impl Progress {
-    fn new(label: &'static str) -> Self {
-        use std::io::IsTerminal;
-        Progress { label, on: std::io::stderr().is_terminal(), start: Instant::now() }
-    }
-
-    fn show(&self, bytes: u64) {
-        if self.on {
-            let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-            let rate = go::human_bytes((bytes as f64 / secs) as u64);
-            eprint!("\r{}: {} ({rate}/s)\x1b[K", self.label, go::human_bytes(bytes));
-        }
-    }
-
-    fn finish(&self, bytes: u64) {
-        if self.on {
-            self.show(bytes);
-            eprintln!();
-        }
-    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

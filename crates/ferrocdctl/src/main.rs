@@ -8,7 +8,9 @@ mod go;
 mod json;
 mod kv;
 mod lease;
+mod mirror;
 mod print;
+mod progress;
 mod watch;
 
 use std::process::ExitCode;
@@ -182,6 +184,20 @@ enum Command {
     /// Role related commands
     #[command(subcommand)]
     Role(auth::RoleCommand),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(mirror::MakeMirrorArgs),
+    /// commands for checking properties of the etcd cluster
+    #[command(subcommand)]
+    Check(mirror::CheckCommand),
+}
+
+/// The TLS files of a connection: the global `--cert`/`--key`/`--cacert`, or make-mirror's
+/// `--dest-*`.
+#[derive(Debug, Default)]
+pub struct TlsFiles<'a> {
+    pub cert: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub cacert: Option<&'a str>,
 }
 
 /// What every command gets: the parsed global flags, the printer, a way to connect.
@@ -199,22 +215,36 @@ impl Ctx {
     /// A client of the given endpoints with the global flags' settings.
     pub async fn client_of(&self, endpoints: &[String]) -> Result<Client, CtlError> {
         let cli = &self.cli;
+        let tls = TlsFiles { cert: cli.cert.as_deref(), key: cli.key.as_deref(), cacert: cli.cacert.as_deref() };
+        self.connect(endpoints, &tls, true).await
+    }
+
+    /// A client of `endpoints` with the global dial and keepalive settings, the given TLS files,
+    /// and the global `--user` when `authenticate`.
+    pub async fn connect(
+        &self,
+        endpoints: &[String],
+        tls: &TlsFiles<'_>,
+        authenticate: bool,
+    ) -> Result<Client, CtlError> {
+        let cli = &self.cli;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(cli.dial_timeout)
             .with_timeout(cli.command_timeout)
             .with_keep_alive(cli.keepalive_time, cli.keepalive_timeout);
-        if cli.cert.is_some() || cli.key.is_some() || cli.cacert.is_some() {
-            let read = |path: &String| std::fs::read(path).map_err(|e| CtlError::bad_args(format!("{path}: {e}")));
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &cli.cacert {
-                tls = tls.with_ca(read(ca)?);
+        let secure = tls.cert.is_some() || tls.cacert.is_some();
+        if secure || tls.key.is_some() {
+            let read = |path: &str| std::fs::read(path).map_err(|e| CtlError::bad_args(format!("{path}: {e}")));
+            let mut options_tls = TlsOptions::new();
+            if let Some(ca) = tls.cacert {
+                options_tls = options_tls.with_ca(read(ca)?);
             }
-            if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
-                tls = tls.with_identity(read(cert)?, read(key)?);
+            if let (Some(cert), Some(key)) = (tls.cert, tls.key) {
+                options_tls = options_tls.with_identity(read(cert)?, read(key)?);
             }
-            options = options.with_tls(tls);
+            options = options.with_tls(options_tls);
         }
-        if let Some(user) = &cli.user {
+        if let (true, Some(user)) = (authenticate, &cli.user) {
             let (name, password) = match (user.split_once(':'), &cli.password) {
                 (Some(_), Some(_)) => {
                     return Err(CtlError::bad_args(
@@ -230,18 +260,12 @@ impl Ctx {
                 }
             };
             options = options.with_user(name, password);
-        } else if cli.password.is_some() {
+        } else if authenticate && cli.password.is_some() {
             return Err(CtlError::bad_args("username is empty"));
         }
         let endpoints: Vec<String> = endpoints
             .iter()
-            .map(|e| {
-                if e.contains("://") || !(cli.cacert.is_some() || cli.cert.is_some()) {
-                    e.clone()
-                } else {
-                    format!("https://{e}")
-                }
-            })
+            .map(|e| if e.contains("://") || !secure { e.clone() } else { format!("https://{e}") })
             .collect();
         Client::connect(&endpoints, options).await.map_err(|e| CtlError::client(exit::BAD_CONNECTION, &e))
     }
@@ -337,6 +361,8 @@ async fn run(ctx: Ctx, command: Command) -> CtlResult {
         Command::Auth(c) => auth::auth(&ctx, c).await,
         Command::User(c) => auth::user(&ctx, c).await,
         Command::Role(c) => auth::role(&ctx, c).await,
+        Command::MakeMirror(a) => mirror::make_mirror(&ctx, a).await,
+        Command::Check(c) => mirror::check(&ctx, c).await,
     }
 }
 

@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, ferrocdctl_bin};
 
+use crate::cluster::json;
+
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "protobuf", "table"];
 
 fn ferrocdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
@@ -155,36 +157,128 @@ fn reads_and_errors_print_what_etcdctl_prints() {
     }
 }
 
-/// The identifiers two fresh members differ in: member and cluster ids, ports.
-fn identity(ep: &str) -> (u64, u64) {
-    let json: serde_json::Value =
-        serde_json::from_str(&etcdctl_ok(ep, &["member", "list", "-w", "json"])).expect("member list as JSON");
-    let id = json["members"][0]["ID"].as_u64().expect("a member id");
-    (id, json["header"]["cluster_id"].as_u64().expect("a cluster id"))
+/// Two fresh single members started alike, one per tool: the same commands give them the same
+/// revisions, and what still differs (member, cluster and lease ids, ports) is written as the
+/// first member's before comparing.
+struct Mirror {
+    a: Member,
+    b: Member,
+    ids: Vec<(String, String)>,
 }
 
-fn lease_ids(ep: &str) -> Vec<i64> {
-    let json: serde_json::Value =
-        serde_json::from_str(&etcdctl_ok(ep, &["lease", "list", "-w", "json"])).expect("lease list as JSON");
-    let mut ids: Vec<i64> = json["leases"].as_array().into_iter().flatten().filter_map(|l| l["id"].as_i64()).collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// `text` with member `b`'s identifiers written as member `a`'s.
-fn as_member_a(text: &str, b: &Member, a: &Member, ids: &[(String, String)]) -> String {
-    let mut text = text.replace(&b.endpoint(), &a.endpoint());
-    text = text.replace(&b.peer_url(), &a.peer_url());
-    for (from, to) in ids {
-        text = text.replace(from.as_str(), to);
+impl Mirror {
+    fn start() -> Mirror {
+        let (a, b) = (Member::start(Kind::Ferrocd, &[]), Member::start(Kind::Ferrocd, &[]));
+        let mut mirror = Mirror { a, b, ids: Vec::new() };
+        mirror.learn();
+        mirror
     }
-    text
+
+    /// Pairs up the ids both members hold now: members (in list order) and leases (ascending).
+    fn learn(&mut self) {
+        let (ea, eb) = (self.a.endpoint(), self.b.endpoint());
+        let (la, lb) = (json(&ea, &["member", "list"]), json(&eb, &["member", "list"]));
+        let cluster = |l: &serde_json::Value| l["header"]["cluster_id"].as_u64().unwrap_or_default();
+        let mut pairs = vec![(cluster(&lb), cluster(&la))];
+        // Members pair up by name (a learner not started yet has none, and there is one).
+        let ids = |l: &serde_json::Value| -> Vec<(String, u64)> {
+            let mut ids: Vec<(String, u64)> = l["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| Some((m["name"].as_str().unwrap_or_default().to_string(), m["ID"].as_u64()?)))
+                .collect();
+            ids.sort();
+            ids
+        };
+        pairs.extend(ids(&lb).into_iter().zip(ids(&la)).map(|((_, b), (_, a))| (b, a)));
+        for (b, a) in pairs {
+            self.ids.push((b.to_string(), a.to_string()));
+            self.ids.push((format!("{b:x}"), format!("{a:x}")));
+        }
+        let leases = |ep: &str| -> Vec<i64> {
+            let mut ids: Vec<i64> = json(ep, &["lease", "list"])["leases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["id"].as_i64())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        for (b, a) in leases(&eb).into_iter().zip(leases(&ea)) {
+            self.ids.push((b.to_string(), a.to_string()));
+            self.ids.push((format!("{b:016x}"), format!("{a:016x}")));
+            self.ids.push((format!("{b:x}"), format!("{a:x}")));
+        }
+    }
+
+    /// `args` for member b: member a's ids in it written as b's.
+    fn args_for_b<'s>(&self, args: &'s [&'s str]) -> Vec<String> {
+        args.iter()
+            .map(|arg| {
+                let mut arg = arg.to_string();
+                for (b, a) in &self.ids {
+                    if arg == *a {
+                        arg = b.clone();
+                    }
+                }
+                arg
+            })
+            .collect()
+    }
+
+    fn as_a(&self, text: &str) -> String {
+        let mut text = text.replace(&self.b.endpoint(), &self.a.endpoint());
+        text = text.replace(&self.b.peer_url(), &self.a.peer_url());
+        for (b, a) in &self.ids {
+            text = text.replace(b.as_str(), a);
+        }
+        text
+    }
+
+    /// Runs `args` with etcdctl on a and ferrocdctl on b and asserts the same output.
+    fn same(&mut self, args: &[&str], input: Option<&str>) {
+        let reference = seen(&etcdctl(&self.a.endpoint(), args, input));
+        let b_args = self.args_for_b(args);
+        let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+        let ours = seen(&ferrocdctl(&self.b.endpoint(), &b_args, input));
+        self.learn();
+        if reference.stderr.starts_with("panic:") {
+            return;
+        }
+        let mut ours = Seen { stdout: self.as_a(&ours.stdout), stderr: self.as_a(&ours.stderr), code: ours.code };
+        let mut reference = reference;
+        if args[0] == "member" {
+            // Members are listed by id, and the two members' random ids need not sort alike.
+            ours.stdout = members_in_any_order(&ours.stdout);
+            reference.stdout = members_in_any_order(&reference.stdout);
+        }
+        assert_eq!(ours, reference, "ferrocdctl {args:?} differs from etcdctl");
+    }
+}
+
+/// Member output with its members in a canonical order: JSON's `members` sorted by id, other
+/// formats' lines sorted.
+fn members_in_any_order(stdout: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(stdout) {
+        Ok(mut value) => {
+            if let Some(members) = value.get_mut("members").and_then(|m| m.as_array_mut()) {
+                members.sort_by_key(|m| m["ID"].as_u64());
+            }
+            value.to_string()
+        }
+        Err(_) => {
+            let mut lines: Vec<&str> = stdout.lines().collect();
+            lines.sort_unstable();
+            lines.join("\n")
+        }
+    }
 }
 
 #[test]
 fn writes_print_what_etcdctl_prints() {
     let stdin = |s: &str| Some(s.to_string());
-    // Each step runs on two fresh members, one per tool, so both see the same revisions.
     let steps: Vec<(Vec<&str>, Option<String>)> = vec![
         (vec!["put", "foo", "bar"], None),
         (vec!["put", "foo", "baz", "--prev-kv"], None),
@@ -195,6 +289,7 @@ fn writes_print_what_etcdctl_prints() {
         (vec!["del", "nothing"], None),
         (vec!["txn"], stdin("mod(\"foo\") > \"0\"\n\nput foo qux --prev-kv\nget foo\ndel foo --prev-kv\n\n\n")),
         (vec!["put", "foo", "again"], None),
+        (vec!["put", "piped"], stdin("from stdin")),
         (vec!["compaction", "3"], None),
         (vec!["compaction", "2"], None),
         (vec!["lease", "grant", "600"], None),
@@ -212,61 +307,60 @@ fn writes_print_what_etcdctl_prints() {
         (vec!["role", "delete", "r1"], None),
         (vec!["alarm", "disarm"], None),
         (vec!["defrag"], None),
+        (vec!["move-leader", "1234"], None),
+        (vec!["member", "promote", "1234"], None),
+        // A learner that never starts: the quorum stays one.
+        (vec!["member", "add", "m9", "--peer-urls=http://127.0.0.1:9", "--learner"], None),
+        (vec!["member", "list"], None),
     ];
     for format in ["simple", "json", "fields"] {
-        let (a, b) = (Member::start(Kind::Ferrocd, &[]), Member::start(Kind::Ferrocd, &[]));
-        let (ea, eb) = (a.endpoint(), b.endpoint());
-        let (id_a, cluster_a) = identity(&ea);
-        let (id_b, cluster_b) = identity(&eb);
-        let mut ids = vec![
-            (id_b.to_string(), id_a.to_string()),
-            (format!("{id_b:x}"), format!("{id_a:x}")),
-            (cluster_b.to_string(), cluster_a.to_string()),
-            (format!("{cluster_b:x}"), format!("{cluster_a:x}")),
-        ];
-        let mut run = |args: &[&str], input: Option<&str>| {
-            let reference = seen(&etcdctl(&ea, args, input));
-            let ours = seen(&ferrocdctl(&eb, args, input));
-            if reference.stderr.starts_with("panic:") {
-                return;
-            }
-            for (la, lb) in lease_ids(&ea).into_iter().zip(lease_ids(&eb)) {
-                ids.push((lb.to_string(), la.to_string()));
-                ids.push((format!("{lb:016x}"), format!("{la:016x}")));
-            }
-            let ours = Seen {
-                stdout: as_member_a(&ours.stdout, &b, &a, &ids),
-                stderr: as_member_a(&ours.stderr, &b, &a, &ids),
-                code: ours.code,
-            };
-            assert_eq!(ours, reference, "ferrocdctl {args:?} (-w {format}) differs from etcdctl");
-        };
+        let mut mirror = Mirror::start();
         for (args, input) in &steps {
             let mut args = args.clone();
             args.extend(["-w", format]);
-            run(&args, input.as_deref());
+            mirror.same(&args, input.as_deref());
         }
-        let lease = format!("{:x}", lease_ids(&ea)[0]);
-        let lease_b = format!("{:x}", lease_ids(&eb)[0]);
+        let ea = mirror.a.endpoint();
+        let lease = format!("{:x}", json(&ea, &["lease", "list"])["leases"][0]["id"].as_i64().expect("a lease"));
+        let learner = json(&ea, &["member", "list"])["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["isLearner"] == true)
+            .and_then(|m| m["ID"].as_u64())
+            .map(|id| format!("{id:x}"))
+            .expect("the learner");
         for args in [
             vec!["lease", "keep-alive", "--once", &lease],
             vec!["lease", "revoke", &lease],
             vec!["lease", "keep-alive", "--once", &lease],
             vec!["lease", "timetolive", &lease],
+            vec!["member", "update", &learner, "--peer-urls=http://127.0.0.1:10"],
+            vec!["member", "promote", &learner],
+            vec!["member", "remove", &learner],
         ] {
             let mut args = args.clone();
             args.extend(["-w", format]);
-            let reference = seen(&etcdctl(&ea, &args, None));
-            let args_b: Vec<&str> = args.iter().map(|a| if *a == lease { lease_b.as_str() } else { a }).collect();
-            let ours = seen(&ferrocdctl(&eb, &args_b, None));
-            let ours = Seen {
-                stdout: as_member_a(&ours.stdout, &b, &a, &ids),
-                stderr: as_member_a(&ours.stderr, &b, &a, &ids),
-                code: ours.code,
-            };
-            assert_eq!(ours, reference, "ferrocdctl {args:?} differs from etcdctl");
+            mirror.same(&args, None);
         }
     }
+}
+
+#[test]
+fn snapshot_save_prints_what_etcdctl_prints() {
+    let member = Member::start(Kind::Ferrocd, &[]);
+    let ep = member.endpoint();
+    etcdctl_ok(&ep, &["put", "k", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.db");
+    let path = path.to_str().unwrap();
+    let reference = seen(&etcdctl(&ep, &["snapshot", "save", path], None));
+    let theirs = std::fs::metadata(path).unwrap().len();
+    std::fs::remove_file(path).unwrap();
+    let ours = seen(&ferrocdctl(&ep, &["snapshot", "save", path], None));
+    assert_eq!(ours, reference);
+    assert_eq!(std::fs::metadata(path).unwrap().len(), theirs, "the same server's snapshot, the same size");
+    same(&ep, &["snapshot", "save"], None);
 }
 
 #[test]
@@ -448,4 +542,95 @@ fn the_readme_commands_run() {
     assert_eq!(outputs[0], "OK\n");
     assert!(outputs[1].contains("\"kvs\":[{\"key\":\"Z3JlZXRpbmc=\""), "{}", outputs[1]);
     assert!(outputs[2].contains("ENDPOINT") && outputs[2].contains(&member.endpoint()), "{}", outputs[2]);
+}
+
+/// The keys and values under `prefix` at `endpoint`, in order (the test's values are one line).
+fn pairs(endpoint: &str, prefix: &str) -> Vec<(String, String)> {
+    let listed = etcdctl_ok(endpoint, &["get", prefix, "--prefix"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    lines.chunks(2).map(|kv| (kv[0].to_string(), kv.get(1).unwrap_or(&"").to_string())).collect()
+}
+
+/// Polls `check` until it holds, within a deadline.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn make_mirror_copies_then_follows_like_etcdctl() {
+    let source = Member::start(Kind::Ferrocd, &[]);
+    let (theirs, ours) = (Member::start(Kind::Ferrocd, &[]), Member::start(Kind::Ferrocd, &[]));
+    let ep = source.endpoint();
+    for (k, v) in [("src/a", "1"), ("src/b", "2"), ("other/x", "no"), ("src/c/d", "3")] {
+        etcdctl_ok(&ep, &["put", k, v]);
+    }
+    // Bad arguments: the same words and exit codes.
+    same(&ep, &["make-mirror"], None);
+    same(&ep, &["make-mirror", "--dest-prefix", "x", "--no-dest-prefix", &theirs.endpoint()], None);
+    // The base copy, renamed under dst/, from both tools to their own destination.
+    let etcdctl_bin = std::path::Path::new("/usr/bin/etcdctl");
+    let args = |dest: String| ["make-mirror", "--prefix", "src/", "--dest-prefix", "dst/", &dest].map(String::from);
+    let reference_args = args(theirs.endpoint());
+    let our_args = args(ours.endpoint());
+    let reference = Running::start(etcdctl_bin, &ep, &reference_args.each_ref().map(String::as_str));
+    let mirror = Running::start(&ferrocdctl_bin(), &ep, &our_args.each_ref().map(String::as_str));
+    let base = vec![("dst/a".into(), "1".into()), ("dst/b".into(), "2".into()), ("dst/c/d".into(), "3".into())];
+    eventually("etcdctl's base copy", || pairs(&theirs.endpoint(), "") == base);
+    eventually("ferrocdctl's base copy", || pairs(&ours.endpoint(), "") == base);
+    // Then the changes: puts, deletes, a txn of several at one revision.
+    etcdctl_ok(&ep, &["put", "src/a", "10"]);
+    etcdctl_ok(&ep, &["del", "src/b"]);
+    etcdctl_ok(&ep, &["put", "other/y", "no"]);
+    let out = etcdctl(&ep, &["txn"], Some("\nput src/e 5\ndel src/c/d\nput src/f 6\n\n\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    etcdctl_ok(&ep, &["put", "src/zz-end", "end"]);
+    let followed = vec![
+        ("dst/a".into(), "10".into()),
+        ("dst/e".into(), "5".into()),
+        ("dst/f".into(), "6".into()),
+        ("dst/zz-end".into(), "end".into()),
+    ];
+    eventually("etcdctl's mirror following", || pairs(&theirs.endpoint(), "") == followed);
+    eventually("ferrocdctl's mirror following", || pairs(&ours.endpoint(), "") == followed);
+    // The txn arrived as one: the same number of destination revisions on both.
+    let revision = |ep: &str| json(ep, &["endpoint", "status"])[0]["Status"]["header"]["revision"].as_i64();
+    assert_eq!(revision(&ours.endpoint()), revision(&theirs.endpoint()));
+    // Nothing printed before its first 30 s report.
+    assert_eq!(mirror.output_when(|_| true), reference.output_when(|_| true));
+}
+
+#[test]
+fn check_perf_runs_etcdctls_load_and_verdict() {
+    let member = Member::start(Kind::Ferrocd, &[]);
+    let ep = member.endpoint();
+    same(&ep, &["check", "perf", "--load", "huge"], None);
+    etcdctl_ok(&ep, &["put", "/etcdctl-check-perf/x", "y"]);
+    same(&ep, &["check", "perf"], None);
+    etcdctl_ok(&ep, &["del", "/etcdctl-check-perf/x"]);
+    // A minute of 150 puts a second (etcdctl's `s` load), then the verdict: throughput, slowest
+    // request and spread against etcdctl's thresholds; the keys are gone afterwards.
+    let out = ferrocdctl(&ep, &["check", "perf", "--auto-compact", "--auto-defrag"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 8, "{text}");
+    assert!(
+        lines[0].starts_with("Compacting with revision ") && lines[1].starts_with("Compacted with revision "),
+        "{text}"
+    );
+    assert_eq!(lines[2], format!("Defragmenting \"{ep}\""));
+    assert_eq!(lines[3], format!("Defragmented \"{ep}\""));
+    let rate: i64 = lines[4]
+        .strip_prefix("PASS: Throughput is ")
+        .and_then(|l| l.strip_suffix(" writes/s"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((136..=152).contains(&rate), "{text}");
+    assert!(lines[5].contains("Slowest request took") && lines[6].contains("Stddev"), "{text}");
+    let verdict = *lines.last().unwrap_or(&"");
+    assert_eq!(verdict == "PASS", out.status.success(), "{text}");
+    assert!(pairs(&ep, "/etcdctl-check-perf/").is_empty());
 }

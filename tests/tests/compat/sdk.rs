@@ -517,3 +517,36 @@ fn namespaces_and_the_stm_against_ferrocd_and_etcd() {
         });
     }
 }
+
+#[test]
+fn writes_routed_to_the_leader_follow_it_through_a_kill() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(Kind::Ferrocd, 3, TIMING);
+    let urls: Vec<String> = cluster.members.iter().map(|m| m.url()).collect();
+    let ids = ids(&cluster);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let options = ConnectOptions::new()
+        .with_timeout(Duration::from_secs(15))
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_leader_routing(true);
+    let client = rt.block_on(Client::connect(&urls, options)).unwrap();
+    assert_eq!(client.leader_endpoint(), None, "nothing written yet");
+    rt.block_on(client.put("k", "1", None)).unwrap();
+    let leader = agreed_leader(&cluster.endpoints()).expect("a leader");
+    let leader_url = cluster.members[ids[&leader]].url();
+    assert_eq!(client.leader_endpoint().as_deref(), Some(leader_url.as_str()));
+    // Reads go anywhere: they neither need nor change the leader's endpoint.
+    rt.block_on(client.get("k", None)).unwrap();
+    assert_eq!(client.leader_endpoint().as_deref(), Some(leader_url.as_str()));
+    cluster.members[ids[&leader]].kill();
+    let survivors: Vec<String> =
+        cluster.members.iter().filter(|m| m.url() != leader_url).map(|m| m.endpoint()).collect();
+    let survivors = survivors.join(",");
+    wait_for("writes routed to the new leader", WAIT, || {
+        let written = rt.block_on(client.put("k", "2", None)).is_ok();
+        let new_leader = agreed_leader(&survivors);
+        written
+            && new_leader
+                .is_some_and(|l| client.leader_endpoint().as_deref() == Some(cluster.members[ids[&l]].url().as_str()))
+    });
+}
