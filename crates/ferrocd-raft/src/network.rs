@@ -391,6 +391,17 @@ pub(crate) struct Client {
     links: Links,
     to: NodeId,
     node: Node,
+    /// Replication streams that failed to open in a row (see [`open_backoff`]).
+    failed_opens: u32,
+}
+
+/// How long a replication stream that failed to open waits before reporting it, after
+/// `failed_opens` such failures in a row: a heartbeat interval, doubling, at most five.
+/// openraft backs off only while it polls the request stream, which a stream whose connection
+/// is refused never does; without this a peer that is down or not started yet (a learner just
+/// added) is retried thousands of times a second, each logged.
+fn open_backoff(heartbeat: std::time::Duration, failed_opens: u32) -> std::time::Duration {
+    (heartbeat * 2u32.saturating_pow(failed_opens.saturating_sub(1))).min(heartbeat * 5)
 }
 
 /// A vote or pre-vote request.
@@ -608,7 +619,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Client;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Client {
-        Client { kind: self.kind.clone(), links: self.links.clone(), to: target, node: node.clone() }
+        Client { kind: self.kind.clone(), links: self.links.clone(), to: target, node: node.clone(), failed_opens: 0 }
     }
 }
 
@@ -637,13 +648,27 @@ impl RaftNetworkV2<TypeConfig> for Client {
         };
         // openraft's deadline is a heartbeat interval; a stream is judged by its progress: it
         // fails only when no answer at all comes for several of them while requests wait.
-        let stall = option.hard_ttl() * grpc::STALL_HEARTBEATS;
+        let heartbeat = option.hard_ttl();
+        let stall = heartbeat * grpc::STALL_HEARTBEATS;
         let meter = self.links.meter(self.to);
         let opened = channels.client(&self.node).map(|client| grpc::append_stream(client, input.boxed(), stall, meter));
         Box::pin(async move {
-            let answers: AppendAnswers = opened.map_err(unreachable)?.await.map_err(unreachable)?;
-            let answers: openraft::base::BoxStream<'s, _> = Box::pin(answers.map(answer_to_rpc));
-            Ok(answers)
+            let answers: Result<AppendAnswers, String> = match opened {
+                Ok(opening) => opening.await,
+                Err(e) => Err(e),
+            };
+            match answers {
+                Ok(answers) => {
+                    self.failed_opens = 0;
+                    let answers: openraft::base::BoxStream<'s, _> = Box::pin(answers.map(answer_to_rpc));
+                    Ok(answers)
+                }
+                Err(e) => {
+                    self.failed_opens = self.failed_opens.saturating_add(1);
+                    tokio::time::sleep(open_backoff(heartbeat, self.failed_opens)).await;
+                    Err(unreachable(e))
+                }
+            }
         })
     }
 
@@ -686,5 +711,20 @@ impl RaftNetworkV2<TypeConfig> for Client {
             }
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::open_backoff;
+
+    #[test]
+    fn a_stream_that_cannot_open_waits_longer_each_time_up_to_five_heartbeats() {
+        let beat = Duration::from_millis(100);
+        let waits: Vec<u128> = (1..=6).map(|n| open_backoff(beat, n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500, 500]);
+        assert_eq!(open_backoff(beat, u32::MAX), beat * 5);
     }
 }

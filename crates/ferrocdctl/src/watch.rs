@@ -114,6 +114,9 @@ async fn interactive(ctx: &Ctx, client: Client) -> CtlResult {
         let words = crate::kv::argify(&line).unwrap_or_default();
         match words.first().map(String::as_str) {
             None => eprintln!("Invalid command: {line} (watch and progress supported)"),
+            Some("watch") if words.len() < 2 && std::env::var("ETCDCTL_WATCH_KEY").unwrap_or_default().is_empty() => {
+                eprintln!("Invalid command {line} (command type or key is not provided)");
+            }
             Some("watch") => {
                 let args = match Line::try_parse_from(&words) {
                     Ok(Line::Watch(args)) => args,

@@ -147,6 +147,13 @@ fn a_learner_is_added_promoted_and_removed() {
     assert_eq!(added["members"].as_array().unwrap().len(), 4);
     let listed = etcdctl_ok(&ep, &["member", "list"]);
     assert!(listed.contains(&format!("{id:x}, unstarted, , {}, , true", learner.peer_url())), "{listed}");
+    // The leader retries a learner that is not started yet with a backoff: a few log lines a
+    // second about it (a failed heartbeat each interval), not thousands.
+    let lines = |c: &Cluster| c.members.iter().map(|m| m.log().lines().count()).sum::<usize>();
+    let before = lines(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    let logged = lines(&cluster) - before;
+    assert!(logged < 200, "{logged} lines logged in 2 s about an unstarted learner");
     // MemberUpdate changes a member's peer URLs, and refuses URLs another member has.
     let hex = format!("{id:x}");
     let taken = format!("--peer-urls={}", cluster.members[0].peer_url());

@@ -417,15 +417,22 @@ fn endpoint_health_and_environment() {
 struct Running {
     child: std::process::Child,
     out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Its input, kept open while it runs.
+    _stdin: Option<std::process::ChildStdin>,
 }
 
 impl Running {
     fn start(program: &std::path::Path, endpoint: &str, args: &[&str]) -> Running {
+        Running::with_input(program, endpoint, args, None)
+    }
+
+    /// Started with `input` written to its stdin, which then stays open.
+    fn with_input(program: &std::path::Path, endpoint: &str, args: &[&str], input: Option<&str>) -> Running {
         let mut child = Command::new(program)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -442,7 +449,11 @@ impl Running {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Running { child, out }
+        let mut stdin = child.stdin.take();
+        if let (Some(pipe), Some(input)) = (&mut stdin, input) {
+            pipe.write_all(input.as_bytes()).expect("write the input");
+        }
+        Running { child, out, _stdin: stdin }
     }
 
     /// The output once `done` holds for it (within a deadline), and the process stopped.
@@ -495,6 +506,24 @@ fn watches_print_what_etcdctl_prints() {
     let reference = Running::start(&etcdctl_bin, &ep, &args).output_when(ran_last);
     let ours = Running::start(&ferrocdctl_bin(), &ep, &args).output_when(ran_last);
     assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference));
+    // Interactive: watch lines from stdin (several at once), bad lines reported and skipped.
+    let input = "watch w/a --rev 2\nbogus\n\nwatch w/ --prefix --rev 1 -- echo run\n";
+    // w/a's two events (3 lines each), the prefix's five (3 lines and `run` each).
+    let done = |out: &[u8]| out.iter().filter(|b| **b == b'\n').count() >= 2 * 3 + 5 * 4;
+    {
+        let args = ["watch", "-i"];
+        let reference = Running::with_input(&etcdctl_bin, &ep, &args, Some(input)).output_when(done);
+        let ours = Running::with_input(&ferrocdctl_bin(), &ep, &args, Some(input)).output_when(done);
+        let lines = |out: &[u8]| {
+            // Two watches print concurrently: compare their lines, not how they interleave.
+            let mut lines: Vec<String> = String::from_utf8_lossy(out).lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(lines(&ours), lines(&reference), "{args:?}");
+    }
+    // At the end of the input: the invalid lines' messages, then etcdctl's error and code.
+    same(&ep, &["watch", "-i"], Some("bogus\n\nwatch\n"));
     // A watch from a compacted revision is canceled: the same words and exit code.
     etcdctl_ok(&ep, &["compaction", "4"]);
     same(&ep, &["watch", "w/", "--prefix", "--rev", "2"], None);

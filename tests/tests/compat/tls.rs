@@ -244,3 +244,68 @@ async fn http_over_tls_shares_the_client_port_with_grpc() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""health":"true""#), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferrocd_client_and_ferrocdctl_speak_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "ca");
+    let server = pki.issue("server", &Spec { hosts: &["127.0.0.1"], ..Spec::default() });
+    let client = pki.issue("client", &Spec { cn: Some("client"), ..Spec::default() });
+    let flags = etcdctl_flags(&pki.ca, Some(&client));
+    let mut member = Member::new(
+        Kind::Ferrocd,
+        "m1",
+        &[
+            "--cert-file",
+            &path(&server.cert),
+            "--key-file",
+            &path(&server.key),
+            "--trusted-ca-file",
+            &path(&pki.ca),
+            "--client-cert-auth",
+        ],
+    );
+    member.set_https(&Https { client: true, peer: false, etcdctl: flags.clone() });
+    member.spawn();
+    member.wait_until_serving();
+    let url = member.url();
+    // The SDK with the CA and a client certificate: served; without the certificate: refused.
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let tls = ferrocd_client::TlsOptions::new().with_ca(read(&pki.ca));
+    let with_identity = tls.clone().with_identity(read(&client.cert), read(&client.key));
+    let options = |tls| {
+        ferrocd_client::ConnectOptions::new().with_tls(tls).with_connect_timeout(std::time::Duration::from_secs(2))
+    };
+    let sdk = ferrocd_client::Client::connect(std::slice::from_ref(&url), options(with_identity)).await.unwrap();
+    sdk.put("tls/k", "v", None).await.unwrap();
+    assert_eq!(sdk.get("tls/k", None).await.unwrap().kvs[0].value, b"v");
+    let refused = match ferrocd_client::Client::connect(std::slice::from_ref(&url), options(tls)).await {
+        Ok(anonymous) => anonymous.get("tls/k", None).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client without a certificate was served");
+    // ferrocdctl with etcdctl's TLS flags prints what etcdctl prints, on an https:// endpoint
+    // and on a bare host:port (TLS implied by the flags).
+    let ferrocdctl = |args: &[String]| {
+        std::process::Command::new(ferrocd_test_utils::ferrocdctl_bin()).args(args).output().expect("ferrocdctl")
+    };
+    for endpoint in [url.clone(), member.endpoint()] {
+        for args in [&["get", "tls/k", "-w", "json"][..], &["put", "tls/k", "w"], &["get", "tls/", "--prefix"]] {
+            let args = with(&flags, args);
+            let args: Vec<String> = std::iter::once(format!("--endpoints={endpoint}")).chain(args).collect();
+            let ours = ferrocdctl(&args);
+            let reference = ctl(&url, &[], &args[1..].iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(ours.status.success(), "{args:?}: {}", String::from_utf8_lossy(&ours.stderr));
+            assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&reference.stdout), "{args:?}");
+        }
+    }
+    // Without a client certificate ferrocdctl is refused too.
+    let anonymous = ferrocdctl(&[
+        format!("--endpoints={url}"),
+        format!("--cacert={}", pki.ca.display()),
+        "--dial-timeout=2s".into(),
+        "get".into(),
+        "tls/k".into(),
+    ]);
+    assert!(!anonymous.status.success());
+}
