@@ -20,7 +20,7 @@ pub mod schema;
 pub mod snapshot_file;
 
 pub use export::{BackendHash, Cluster, Sink, export, write_db};
-pub use restore::{RestoreOptions, Restored, restore};
+pub use restore::{PROGRESS_EVERY, RestoreOptions, Restored, restore, restore_reporting};
 pub use snapshot_file::{Status, status};
 
 /// What can go wrong reading or writing etcd's backend.

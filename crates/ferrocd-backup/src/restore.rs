@@ -63,6 +63,23 @@ pub struct Restored {
 /// A file that is not etcd's backend ([`Error::Invalid`]); records that do not decode;
 /// engine failures; invalid options.
 pub fn restore(db: &Reader, engine: &impl Engine, options: RestoreOptions) -> Result<Restored> {
+    restore_reporting(db, engine, options, &mut |_| {})
+}
+
+/// Key revisions restored between two calls of a restore's `progress`.
+pub const PROGRESS_EVERY: u64 = 10_000;
+
+/// [`restore`], calling `progress` with what was written so far every [`PROGRESS_EVERY`] key
+/// revisions (for a progress line on long restores).
+///
+/// # Errors
+/// [`restore`]'s.
+pub fn restore_reporting(
+    db: &Reader,
+    engine: &impl Engine,
+    options: RestoreOptions,
+    progress: &mut dyn FnMut(&Restored),
+) -> Result<Restored> {
     options.validate()?;
     let buckets = db.buckets()?;
     if !buckets.iter().any(|b| b == schema::KEY) {
@@ -77,6 +94,9 @@ pub fn restore(db: &Reader, engine: &impl Engine, options: RestoreOptions) -> Re
             .ok_or_else(|| ferrocd_bbolt::Error::Corrupt(format!("`key` record {k:?} is not a revision")))?;
         latest = latest.max(rev);
         out.records += 1;
+        if out.records % PROGRESS_EVERY == 0 {
+            progress(&out);
+        }
         let value = if tombstone { deletion(rev, v)? } else { v.to_vec() };
         batch.put(ferrocd_mvcc::KEY_BUCKET, record_key(rev, tombstone), value)
     })?;

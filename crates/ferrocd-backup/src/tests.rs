@@ -242,3 +242,22 @@ fn etcds_deletions_get_their_revision_back_on_restore() {
     let revisions: Vec<i64> = events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect();
     assert_eq!(revisions, [2, 3]);
 }
+
+#[test]
+fn a_long_restore_reports_its_progress() {
+    let kv = store();
+    let puts = crate::PROGRESS_EVERY * 2 + 5;
+    for i in 0..puts {
+        kv.put(PutRequest { key: format!("k{}", i % 100).into_bytes(), ..Default::default() }).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("db");
+    write_db(&**kv.engine(), &cluster(), &path).unwrap();
+    let db = ferrocd_bbolt::Reader::open(&path).unwrap();
+    let mut seen = Vec::new();
+    let engine = MemEngine::new(&buckets());
+    let restored =
+        crate::restore_reporting(&db, &engine, RestoreOptions::default(), &mut |r| seen.push(r.records)).unwrap();
+    assert_eq!(restored.records, puts);
+    assert_eq!(seen, [crate::PROGRESS_EVERY, crate::PROGRESS_EVERY * 2]);
+}

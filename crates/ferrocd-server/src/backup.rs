@@ -100,6 +100,15 @@ pub struct RestoreRequest<'a> {
 /// etcdutl's errors (a data directory that is not empty, a checksum missing or wrong, options
 /// that do not go together, a member not in its cluster); a file that is not etcd's backend.
 pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
+    restore_reporting(request, &|_| {})
+}
+
+/// [`restore`], calling `progress` with what was written so far as it goes (see
+/// [`ferrocd_backup::restore_reporting`]).
+///
+/// # Errors
+/// [`restore`]'s.
+pub fn restore_reporting(request: &RestoreRequest<'_>, progress: &dyn Fn(&Restored)) -> anyhow::Result<Restored> {
     let config = request.config;
     request.options.validate()?;
     config.validate()?;
@@ -116,7 +125,7 @@ pub fn restore(request: &RestoreRequest<'_>) -> anyhow::Result<Restored> {
     let member_id = ids::member_id(&config.advertise_peer_urls(), token);
     let cluster_id = ids::cluster_id(&members.keys().copied().collect::<Vec<_>>());
     let engine = storage::open_engine(&data_dir)?;
-    let restored = ferrocd_backup::restore(&db, &engine, request.options)?;
+    let restored = ferrocd_backup::restore_reporting(&db, &engine, request.options, &mut |r| progress(r))?;
     storage::identity(&engine, (member_id, cluster_id))?;
     storage::record_restored_members(&engine, &members)?;
     Ok(restored)

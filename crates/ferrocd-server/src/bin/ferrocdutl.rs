@@ -113,9 +113,24 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     let config = Config::try_parse_from(flags)?;
     let options = RestoreOptions { bump_revision: args.bump_revision, mark_compacted: args.mark_compacted };
+    // A progress line while it runs, when stderr is a terminal.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
+    let show = |r: &ferrocd_backup::Restored| {
+        let rate = r.records as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        eprint!("\rRestoring snapshot: {} key revisions ({rate:.0}/s)\x1b[K", r.records);
+    };
     let request =
         RestoreRequest { snapshot: &args.file, config: &config, skip_hash_check: args.skip_hash_check, options };
-    let restored = backup::restore(&request)?;
+    let restored = backup::restore_reporting(&request, &|r| {
+        if terminal {
+            show(r);
+        }
+    })?;
+    if terminal && restored.records >= ferrocd_backup::PROGRESS_EVERY {
+        show(&restored);
+        eprintln!();
+    }
     eprintln!(
         "restored snapshot {} into {}: revision {}, {} key revisions, {} leases, {} users, {} roles",
         args.file.display(),
