@@ -513,7 +513,16 @@ impl Drop for Member {
 
 /// Runs the real etcdctl (v3 API) against `endpoint` with `args`, feeding `stdin`.
 pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(require("etcdctl"))
+    run_ctl(&require("etcdctl"), endpoint, args, stdin)
+}
+
+/// Runs the workspace's `ferrocdctl` as [`etcdctl`] runs etcdctl.
+pub fn ferrocdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    run_ctl(&ferrocdctl_bin(), endpoint, args, stdin)
+}
+
+fn run_ctl(program: &Path, endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(program)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
@@ -522,11 +531,11 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run etcdctl");
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write etcdctl's input");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write the command's input");
     }
-    child.wait_with_output().expect("etcdctl's output")
+    child.wait_with_output().expect("the command's output")
 }
 
 /// A long-running etcdctl command (such as `watch`) whose output is read line by line.

@@ -78,6 +78,27 @@ impl Printer {
         }
     }
 
+    /// `message` in the chosen format: `json` and `protobuf` as the RPC returned it, `simple`
+    /// and `fields` as the given functions write it; other formats refused.
+    fn answer(
+        &self,
+        message: &impl Message,
+        json: impl FnOnce() -> String,
+        simple: impl FnOnce(&mut String),
+        fields: impl FnOnce(&mut String),
+    ) -> Out {
+        if let Some(done) = self.rpc(json, message) {
+            return done;
+        }
+        let mut out = String::new();
+        match self.format {
+            Format::Simple => simple(&mut out),
+            Format::Fields => fields(&mut out),
+            _ => return Err(self.unsupported()),
+        }
+        emit(out)
+    }
+
     /// clientv3's own lease answers: `json` prints them; `protobuf` prints what Go finds to
     /// marshal in them, the embedded response header (revoke's has none: refused).
     fn lease(&self, json: impl FnOnce() -> String, header: Option<&pb::ResponseHeader>, go_type: &str) -> Option<Out> {
@@ -106,16 +127,7 @@ impl Printer {
     }
 
     pub fn get(&self, r: &pb::RangeResponse) -> Out {
-        if let Some(done) = self.rpc(|| json::range(r), r) {
-            return done;
-        }
-        let mut out = String::new();
-        match self.format {
-            Format::Simple => self.simple_get(&mut out, r),
-            Format::Fields => fields_get(&mut out, r),
-            _ => return Err(self.unsupported()),
-        }
-        emit(out)
+        self.answer(r, || json::range(r), |out| self.simple_get(out, r), |out| fields_get(out, r))
     }
 
     fn simple_get(&self, out: &mut String, r: &pb::RangeResponse) {
@@ -125,16 +137,7 @@ impl Printer {
     }
 
     pub fn put(&self, r: &pb::PutResponse) -> Out {
-        if let Some(done) = self.rpc(|| json::put(r), r) {
-            return done;
-        }
-        let mut out = String::new();
-        match self.format {
-            Format::Simple => self.simple_put(&mut out, r),
-            Format::Fields => fields_put(&mut out, r),
-            _ => return Err(self.unsupported()),
-        }
-        emit(out)
+        self.answer(r, || json::put(r), |out| self.simple_put(out, r), |out| fields_put(out, r))
     }
 
     fn simple_put(&self, out: &mut String, r: &pb::PutResponse) {
@@ -145,16 +148,7 @@ impl Printer {
     }
 
     pub fn delete(&self, r: &pb::DeleteRangeResponse) -> Out {
-        if let Some(done) = self.rpc(|| json::delete(r), r) {
-            return done;
-        }
-        let mut out = String::new();
-        match self.format {
-            Format::Simple => self.simple_delete(&mut out, r),
-            Format::Fields => fields_delete(&mut out, r),
-            _ => return Err(self.unsupported()),
-        }
-        emit(out)
+        self.answer(r, || json::delete(r), |out| self.simple_delete(out, r), |out| fields_delete(out, r))
     }
 
     fn simple_delete(&self, out: &mut String, r: &pb::DeleteRangeResponse) {
@@ -165,16 +159,7 @@ impl Printer {
     }
 
     pub fn txn(&self, r: &pb::TxnResponse) -> Out {
-        if let Some(done) = self.rpc(|| json::txn(r), r) {
-            return done;
-        }
-        let mut out = String::new();
-        match self.format {
-            Format::Simple => self.simple_txn(&mut out, r),
-            Format::Fields => fields_txn(&mut out, r),
-            _ => return Err(self.unsupported()),
-        }
-        emit(out)
+        self.answer(r, || json::txn(r), |out| self.simple_txn(out, r), |out| fields_txn(out, r))
     }
 
     fn simple_txn(&self, out: &mut String, r: &pb::TxnResponse) {

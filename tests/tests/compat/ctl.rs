@@ -4,27 +4,11 @@
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, ferrocdctl_bin};
+use ferrocd_test_utils::{Kind, Member, etcdctl, etcdctl_ok, etcdctl_stderr, ferrocdctl, ferrocdctl_bin};
 
 use crate::cluster::json;
 
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "protobuf", "table"];
-
-fn ferrocdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(ferrocdctl_bin())
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferrocdctl");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write ferrocdctl's input");
-    }
-    child.wait_with_output().expect("ferrocdctl's output")
-}
 
 /// What a run printed and how it ended; etcdctl's client log lines and its Go panics (etcdctl
 /// 3.4 crashes on `-w fields alarm list` with no alarm) are not part of the contract.

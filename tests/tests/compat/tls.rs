@@ -39,6 +39,25 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A single member serving `server`'s certificate and asking clients for one `pki` signed;
+/// the test harness reaches it with `etcdctl_flags`.
+fn client_cert_member(pki: &Pki, server: &Pair, etcdctl_flags: &[String]) -> Member {
+    let flags = [
+        "--cert-file",
+        &path(&server.cert),
+        "--key-file",
+        &path(&server.key),
+        "--trusted-ca-file",
+        &path(&pki.ca),
+        "--client-cert-auth",
+    ];
+    let mut member = Member::new(Kind::Ferrocd, "m1", &flags);
+    member.set_https(&Https { client: true, peer: false, etcdctl: etcdctl_flags.to_vec() });
+    member.spawn();
+    member.wait_until_serving();
+    member
+}
+
 /// The certificate `url` (`https://host:port`) presents to a client trusting `ca`.
 async fn served_certificate(url: &str, ca: &Path) -> Vec<u8> {
     let (host, port) = url.trim_start_matches("https://").rsplit_once(':').unwrap();
@@ -121,22 +140,7 @@ async fn a_client_certificates_common_name_is_the_user_when_no_token_is_sent() {
     let stranger =
         Pki::new(&dir.path().join("other"), "other").issue("stranger", &Spec { cn: Some("root"), ..Spec::default() });
     let root_flags = etcdctl_flags(&pki.ca, Some(&root));
-    let mut member = Member::new(
-        Kind::Ferrocd,
-        "m1",
-        &[
-            "--cert-file",
-            &path(&server.cert),
-            "--key-file",
-            &path(&server.key),
-            "--trusted-ca-file",
-            &path(&pki.ca),
-            "--client-cert-auth",
-        ],
-    );
-    member.set_https(&Https { client: true, peer: false, etcdctl: root_flags.clone() });
-    member.spawn();
-    member.wait_until_serving();
+    let member = client_cert_member(&pki, &server, &root_flags);
     let url = member.url();
     for args in [
         &["user", "add", "root", "--new-user-password=r"][..],
@@ -252,22 +256,7 @@ async fn ferrocd_client_and_ferrocdctl_speak_tls_with_client_certificates() {
     let server = pki.issue("server", &Spec { hosts: &["127.0.0.1"], ..Spec::default() });
     let client = pki.issue("client", &Spec { cn: Some("client"), ..Spec::default() });
     let flags = etcdctl_flags(&pki.ca, Some(&client));
-    let mut member = Member::new(
-        Kind::Ferrocd,
-        "m1",
-        &[
-            "--cert-file",
-            &path(&server.cert),
-            "--key-file",
-            &path(&server.key),
-            "--trusted-ca-file",
-            &path(&pki.ca),
-            "--client-cert-auth",
-        ],
-    );
-    member.set_https(&Https { client: true, peer: false, etcdctl: flags.clone() });
-    member.spawn();
-    member.wait_until_serving();
+    let member = client_cert_member(&pki, &server, &flags);
     let url = member.url();
     // The SDK with the CA and a client certificate: served; without the certificate: refused.
     let read = |p: &Path| std::fs::read(p).unwrap();
