@@ -295,7 +295,7 @@ async fn run_load(clients: &[Client], prefix: &[u8], model: &Load) -> Stats {
         let seconds = start.elapsed().as_secs().min(model.seconds);
         if seconds != shown {
             shown = seconds;
-            bar.show(|_| format!("{seconds} / {} s", model.seconds));
+            bar.show(|_| progress_bar(seconds, model.seconds));
         }
     }
     drop(tx);
@@ -309,9 +309,15 @@ async fn run_load(clients: &[Client], prefix: &[u8], model: &Load) -> Stats {
         }
     }
     stats.total = start.elapsed().as_secs_f64();
-    bar.show(|_| format!("{0} / {0} s", model.seconds));
+    bar.show(|_| progress_bar(model.seconds, model.seconds));
     bar.finish();
     stats
+}
+
+/// `[#####     ] 30 / 60 s`: the load's seconds done, as a bar of 40 columns.
+fn progress_bar(done: u64, total: u64) -> String {
+    let filled = (done * 40).checked_div(total).unwrap_or(40).min(40) as usize;
+    format!("[{}{}] {done} / {total} s", "#".repeat(filled), " ".repeat(40 - filled))
 }
 
 /// Go's `binary.PutVarint` of `n` into a zeroed buffer of `len` bytes.
@@ -376,6 +382,14 @@ mod tests {
         assert_eq!(rename(b"key", b"", b"p/"), b"p/key");
         assert_eq!(rename(b"key", b"zz", b"p/"), b"key");
         assert_eq!(rename(b"/a/k", b"/a/", b""), b"k");
+    }
+
+    #[test]
+    fn the_bar_fills_with_the_seconds_done() {
+        assert_eq!(progress_bar(0, 60), format!("[{}] 0 / 60 s", " ".repeat(40)));
+        assert_eq!(progress_bar(30, 60), format!("[{}{}] 30 / 60 s", "#".repeat(20), " ".repeat(20)));
+        assert_eq!(progress_bar(60, 60), format!("[{}] 60 / 60 s", "#".repeat(40)));
+        assert_eq!(progress_bar(0, 0), format!("[{}] 0 / 0 s", "#".repeat(40)));
     }
 
     #[test]

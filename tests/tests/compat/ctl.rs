@@ -377,6 +377,15 @@ fn snapshot_save_prints_what_etcdctl_prints() {
     assert_eq!(ours, reference);
     assert_eq!(std::fs::metadata(path).unwrap().len(), theirs, "the same server's snapshot, the same size");
     same(&ep, &["snapshot", "save"], None);
+    // On a terminal (a pty from util-linux's `script`) a progress line is drawn on stderr; in a
+    // pipe (above) nothing but etcdctl's bytes.
+    std::fs::remove_file(path).unwrap();
+    let command = format!("{} --endpoints={ep} snapshot save {path}", ferrocdctl_bin().display());
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).output().expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\rSaving snapshot: ") && text.contains("B/s)"), "{text:?}");
+    assert!(text.contains(&format!("Snapshot saved at {path}")), "{text:?}");
 }
 
 #[test]
