@@ -688,3 +688,22 @@ fn check_perf_runs_etcdctls_load_and_verdict() {
     assert_eq!(verdict == "PASS", out.status.success(), "{text}");
     assert!(pairs(&ep, "/etcdctl-check-perf/").is_empty());
 }
+
+#[test]
+fn lock_and_elect_print_what_etcdctl_prints() {
+    let etcdctl_bin = std::path::Path::new("/usr/bin/etcdctl");
+    // The lock's key (`name/<session lease>`); the leader's key and proclamation.
+    for (args, lines) in [(["lock", "mylock", ""], 1), (["elect", "office", "alice"], 2)] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let mirror = Mirror::start();
+        let done = move |o: &[u8]| o.iter().filter(|b| **b == b'\n').count() >= lines;
+        let reference = Running::start(etcdctl_bin, &mirror.a.endpoint(), &args).output_when(done);
+        let ours = Running::start(&ferrocdctl_bin(), &mirror.b.endpoint(), &args).output_when(done);
+        // Killed, their sessions' leases live on until their TTL; the key names its lease
+        // unpadded (`%x`), so the expected output is etcdctl's with the other lease in it.
+        let lease = |ep: &str| json(ep, &["lease", "list"])["leases"][0]["id"].as_i64().expect("the session's lease");
+        let (theirs, mine) = (lease(&mirror.a.endpoint()), lease(&mirror.b.endpoint()));
+        let expected = String::from_utf8_lossy(&reference).replace(&format!("{theirs:x}"), &format!("{mine:x}"));
+        assert_eq!(String::from_utf8_lossy(&ours), expected, "{args:?}");
+    }
+}
