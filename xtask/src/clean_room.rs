@@ -10,7 +10,9 @@
 //! - full: `cargo xtask serve` (run until it answers etcdctl, then stopped), then `cargo xtask
 //!   test`: both README commands, RocksDB built from nothing — most of an hour on 2 cores;
 //! - `--quick` (what CI runs): `cargo xtask deps`, then a check build of the end-to-end tests
-//!   (no RocksDB), whose `etcd-client` dependency compiles etcd's protos with the system
+//!   (RocksDB's C++ included: the tests depend on the server, and build scripts run even in a
+//!   check; about 15 minutes on 2 cores), whose `etcd-client` dependency compiles etcd's protos
+//!   with the system
 //!   `protoc` in its build script — the step a missing `libprotobuf-dev` once broke on new
 //!   machines while CI stayed green.
 //!
