@@ -12,8 +12,8 @@
 //! - `--quick` (what CI runs): `cargo xtask deps`, then a check build of the end-to-end tests
 //!   (RocksDB's C++ included: the tests depend on the server, and build scripts run even in a
 //!   check; about 15 minutes on 2 cores), whose `etcd-client` dependency compiles etcd's protos
-//!   with the system `protoc` in its build script — the step a missing `libprotobuf-dev` once broke on new
-//!   machines while CI stayed green.
+//!   with the system `protoc` in its build script — the step a missing `libprotobuf-dev` once
+//!   broke on new machines while CI stayed green.
 //!
 //! Mounts are made in a private mount namespace (`unshare --mount`), so they vanish with it and
 //! removing the root can never reach through a bind mount into the host. The root lives under
