@@ -214,12 +214,7 @@ impl Printer {
         }
         match self.format {
             Format::Simple => emit(format!("lease {:016x} granted with TTL({}s)\n", r.id, r.ttl)),
-            Format::Fields => {
-                let mut out = String::new();
-                fields_header(&mut out, r.header.as_ref());
-                let _ = writeln!(out, "\"ID\" : {}\n\"TTL\" : {}", r.id, r.ttl);
-                emit(out)
-            }
+            Format::Fields => self.id_ttl_fields(r.header.as_ref(), r.id, r.ttl),
             _ => Err(self.unsupported()),
         }
     }
@@ -241,12 +236,7 @@ impl Printer {
         }
         match self.format {
             Format::Simple => emit(format!("lease {:016x} keepalived with TTL({})\n", r.id, r.ttl)),
-            Format::Fields => {
-                let mut out = String::new();
-                fields_header(&mut out, r.header.as_ref());
-                let _ = writeln!(out, "\"ID\" : {}\n\"TTL\" : {}", r.id, r.ttl);
-                emit(out)
-            }
+            Format::Fields => self.id_ttl_fields(r.header.as_ref(), r.id, r.ttl),
             _ => Err(self.unsupported()),
         }
     }
@@ -539,6 +529,14 @@ impl Printer {
             Format::Fields => self.header_fields(header),
             _ => Err(self.unsupported()),
         }
+    }
+
+    /// A lease's grant or renewal in `fields`: the header, its ID and TTL.
+    fn id_ttl_fields(&self, header: Option<&pb::ResponseHeader>, id: i64, ttl: i64) -> Out {
+        let mut out = String::new();
+        fields_header(&mut out, header);
+        let _ = writeln!(out, "\"ID\" : {id}\n\"TTL\" : {ttl}");
+        emit(out)
     }
 
     fn header_fields(&self, header: Option<&pb::ResponseHeader>) -> Out {
