@@ -577,7 +577,9 @@ impl<A: Apply> RaftNode<A> {
         let started = std::time::Instant::now();
         let change = async {
             let _one = self.changes.lock().await;
-            self.raft.add_learner(id, node, false).await.map_err(write_error).map(drop)
+            let written = self.raft.add_learner(id, node, false).await.map_err(write_error)?;
+            self.shows_membership_of(written.log_id.index()).await;
+            Ok(())
         };
         self.within(started, "adding a learner", change).await
     }
@@ -599,11 +601,13 @@ impl<A: Apply> RaftNode<A> {
     /// As [`Self::promote`], but never a timeout.
     pub async fn promote_eventually(&self, id: NodeId) -> Result<(), Error> {
         let _one = self.changes.lock().await;
-        self.raft
+        let written = self
+            .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(write_error)
-            .map(drop)
+            .map_err(write_error)?;
+        self.shows_membership_of(written.log_id.index()).await;
+        Ok(())
     }
 
     /// Replaces how member `id` is reached (its peer URLs).
@@ -618,11 +622,13 @@ impl<A: Apply> RaftNode<A> {
             if !members.voters.contains_key(&id) && !members.learners.contains_key(&id) {
                 return Err(Error::MemberNotFound(id));
             }
-            self.raft
+            let written = self
+                .raft
                 .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), false)
                 .await
-                .map_err(write_error)
-                .map(drop)
+                .map_err(write_error)?;
+            self.shows_membership_of(written.log_id.index()).await;
+            Ok(())
         };
         self.within(started, "updating a member", change).await
     }
@@ -643,9 +649,25 @@ impl<A: Apply> RaftNode<A> {
             } else {
                 return Err(Error::MemberNotFound(id));
             };
-            self.raft.change_membership(change, false).await.map_err(write_error).map(drop)
+            let written = self.raft.change_membership(change, false).await.map_err(write_error)?;
+            self.shows_membership_of(written.log_id.index()).await;
+            Ok(())
         };
         self.within(started, "removing a member", change).await
+    }
+
+    /// Returns once this member's status shows the membership of the entry at `index` or a
+    /// later one: a change is committed before the metrics behind [`Self::status`] show it, and
+    /// the caller answers with the members it now lists (as etcd does, the changed ones).
+    async fn shows_membership_of(&self, index: u64) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let shown =
+                metrics.borrow_watched().membership_config.log_id().as_ref().is_some_and(|id| id.index() >= index);
+            if shown || metrics.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Asks the leader (this member) to hand leadership to `to`. openraft's leader stops
